@@ -1,0 +1,51 @@
+import os from "node:os";
+import { Errors, ServiceBroker, type BrokerOptions } from "moleculer";
+import type { Config } from "./config";
+import { bindConfig } from "./context";
+import { InvalidInputError } from "./errors";
+
+/**
+ * Moleculer's parameter validator answers "Parameters validation error!"; clients are told which
+ * field and why instead.
+ */
+function clarifyValidationError(err: unknown): never {
+	if (err instanceof Errors.ValidationError && Array.isArray(err.data) && !(err instanceof InvalidInputError)) {
+		const problems = (err.data as { field?: string; message?: string; type?: string; expected?: unknown; actual?: unknown }[]).map((d) => ({
+			field: d.field ?? "(body)",
+			message:
+				d.type === "enumValue"
+					? `must be one of ${String(d.expected)}, got "${String(d.actual)}"`
+					: (d.message ?? "is invalid").replace(/^The '([^']+)' field /, ""),
+			type: d.type,
+		}));
+		throw new InvalidInputError(problems);
+	}
+	throw err;
+}
+
+/**
+ * A broker wired from configuration: in-process transport unless TRANSPORTER names a NATS server.
+ * Services find the configuration through configOf(broker).
+ */
+export function createBroker(config: Config, overrides: Partial<BrokerOptions> = {}): ServiceBroker {
+	const broker = new ServiceBroker({
+		namespace: "clusterplatform",
+		nodeID: config.nodeId ?? `${os.hostname()}-${process.pid}`,
+		transporter: (config.transporter ?? undefined) as BrokerOptions["transporter"],
+		logger: { type: "Console", options: { level: config.logLevel, formatter: "short", colors: false } },
+		requestTimeout: 60_000,
+		retryPolicy: { enabled: false },
+		// Over NATS, a service that is not up yet is waited for rather than failing the first call.
+		registry: { strategy: "RoundRobin", preferLocal: true },
+		heartbeatInterval: 5,
+		heartbeatTimeout: 15,
+		validator: true,
+		errorHandler(err) {
+			clarifyValidationError(err);
+		},
+		metrics: { enabled: false },
+		...overrides,
+	});
+	bindConfig(broker, config);
+	return broker;
+}

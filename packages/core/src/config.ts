@@ -1,0 +1,104 @@
+import path from "node:path";
+import { ConfigError } from "./errors";
+
+/** Where artifacts live: files under the data dir, or an S3/MinIO bucket. */
+export type StoreConfig =
+	| { kind: "files"; root: string }
+	| {
+			kind: "s3";
+			endPoint: string;
+			port: number;
+			useSSL: boolean;
+			accessKey: string;
+			secretKey: string;
+			bucket: string;
+			region: string;
+			/** Base URL clients download from (e.g. http://minio.example:30003); defaults to the endpoint. */
+			publicUrl: string;
+	  };
+
+export interface Config {
+	port: number;
+	host: string;
+	/** Base URL booting hosts and clients reach the gateway at. */
+	publicUrl: string;
+	dataDir: string;
+	/** null: in-process transport (everything in one process). */
+	transporter: string | null;
+	nodeId: string | undefined;
+	/** null: SQLite file under the data dir. */
+	databaseUrl: string | null;
+	/** null: the launcher starts a private redis-server on a unix socket in the data dir. */
+	redisUrl: string | null;
+	store: StoreConfig;
+	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+	/** Largest request body the gateway accepts, in bytes. */
+	bodyLimit: number;
+	/** Site tag of a distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID). */
+	distributorArtifactId: string | null;
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+	const raw = env[name];
+	if (raw === undefined || raw === "") return fallback;
+	const value = Number(raw);
+	if (!Number.isInteger(value) || value < min || value > max) {
+		throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+	}
+	return value;
+}
+
+function optional(env: Env, name: string): string | null {
+	const value = env[name];
+	return value === undefined || value.trim() === "" ? null : value.trim();
+}
+
+function storeConfig(env: Env, dataDir: string): StoreConfig {
+	const endpoint = optional(env, "S3_ENDPOINT");
+	if (!endpoint) return { kind: "files", root: path.join(dataDir, "artifacts") };
+	const accessKey = optional(env, "S3_ACCESS_KEY");
+	const secretKey = optional(env, "S3_SECRET_KEY");
+	if (!accessKey || !secretKey) throw new ConfigError("S3_ENDPOINT is set: S3_ACCESS_KEY and S3_SECRET_KEY are required too");
+	const useSSL = env.S3_USE_SSL === "true";
+	const port = integer(env, "S3_PORT", useSSL ? 443 : 9000, 1, 65535);
+	const base = `${useSSL ? "https" : "http"}://${endpoint}:${port}`;
+	return {
+		kind: "s3",
+		endPoint: endpoint,
+		port,
+		useSSL,
+		accessKey,
+		secretKey,
+		bucket: optional(env, "S3_BUCKET") ?? "clusterplatform",
+		region: optional(env, "S3_REGION") ?? "us-east-1",
+		publicUrl: (optional(env, "S3_PUBLIC_URL") ?? base).replace(/\/+$/, ""),
+	};
+}
+
+/** Typed configuration from environment variables; throws ConfigError naming the bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+	const port = integer(env, "PORT", 3000, 0, 65535);
+	const dataDir = path.resolve(optional(env, "DATA_DIR") ?? "data");
+	const logLevel = (optional(env, "LOG_LEVEL") ?? "info") as Config["logLevel"];
+	if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}`);
+	const transporter = optional(env, "TRANSPORTER");
+	if (transporter && !/^nats:\/\//.test(transporter)) throw new ConfigError(`TRANSPORTER must be a nats:// URL, got "${transporter}"`);
+	return {
+		port,
+		host: optional(env, "HOST") ?? "0.0.0.0",
+		publicUrl: (optional(env, "PUBLIC_URL") ?? `http://localhost:${port}`).replace(/\/+$/, ""),
+		dataDir,
+		transporter,
+		nodeId: optional(env, "NODE_ID") ?? undefined,
+		databaseUrl: optional(env, "DATABASE_URL"),
+		redisUrl: optional(env, "REDIS_URL"),
+		store: storeConfig(env, dataDir),
+		logLevel,
+		bodyLimit: integer(env, "BODY_LIMIT", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
+	};
+}

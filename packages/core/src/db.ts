@@ -1,0 +1,115 @@
+import fs from "node:fs";
+import path from "node:path";
+import type { ServiceBroker, ServiceSchema } from "moleculer";
+import DbService from "moleculer-db";
+import SequelizeAdapter from "moleculer-db-adapter-sequelize";
+import { Sequelize, type ModelAttributes, type ModelOptions } from "sequelize";
+import { configOf } from "./context";
+
+export { DataTypes, Op } from "sequelize";
+
+export interface ModelDefinition {
+	name: string;
+	define: ModelAttributes;
+	options?: ModelOptions;
+}
+
+interface SharedDatabase {
+	sequelize: Sequelize;
+	users: number;
+}
+
+/**
+ * One Sequelize instance per database per process: services share its pool (SQLite allows one
+ * writer, so separate instances would fight over the file lock), and the last service to stop
+ * closes it.
+ */
+const databases = new Map<string, SharedDatabase>();
+
+function databaseKey(broker: ServiceBroker): { key: string; create: () => Sequelize } {
+	const config = configOf(broker);
+	const logging = false;
+	if (config.databaseUrl) {
+		const url = config.databaseUrl;
+		return {
+			key: url,
+			create: () => new Sequelize(url, { logging, pool: { max: 10, min: 0, idle: 10_000 }, retry: { max: 5 } }),
+		};
+	}
+	const storage = path.join(config.dataDir, "clusterplatform.sqlite");
+	return {
+		key: `sqlite:${storage}`,
+		create: () => {
+			fs.mkdirSync(config.dataDir, { recursive: true });
+			const sequelize = new Sequelize({ dialect: "sqlite", storage, logging, retry: { max: 10 } });
+			// WAL lets readers go on while a writer commits; busy_timeout waits instead of failing.
+			sequelize.addHook("afterConnect", async (connection: unknown) => {
+				const db = connection as { run: (sql: string, cb: (err: Error | null) => void) => void };
+				for (const pragma of ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"]) {
+					await new Promise<void>((resolve, reject) => db.run(pragma, (err) => (err ? reject(err) : resolve())));
+				}
+			});
+			return sequelize;
+		},
+	};
+}
+
+function acquire(broker: ServiceBroker): Sequelize {
+	const { key, create } = databaseKey(broker);
+	let shared = databases.get(key);
+	if (!shared) {
+		shared = { sequelize: create(), users: 0 };
+		databases.set(key, shared);
+	}
+	shared.users++;
+	return shared.sequelize;
+}
+
+function release(sequelize: Sequelize): Promise<void> {
+	for (const [key, shared] of databases) {
+		if (shared.sequelize !== sequelize) continue;
+		if (--shared.users > 0) return Promise.resolve();
+		databases.delete(key);
+		return sequelize.close();
+	}
+	return Promise.resolve();
+}
+
+class SharedSequelizeAdapter extends SequelizeAdapter {
+	declare db: Sequelize;
+	declare opts: unknown[];
+	private broker!: ServiceBroker;
+
+	override init(broker: ServiceBroker, service: Parameters<SequelizeAdapter["init"]>[1]): void {
+		super.init(broker, service);
+		this.broker = broker;
+	}
+
+	override connect(): Promise<void> {
+		this.opts = [acquire(this.broker), { noSync: false }];
+		return super.connect();
+	}
+
+	override disconnect(): Promise<void> {
+		return this.db ? release(this.db) : Promise.resolve();
+	}
+}
+
+/**
+ * moleculer-db on Sequelize: SQLite under the data dir by default, PostgreSQL when DATABASE_URL is
+ * set. Rows have an integer `id`, `createdAt` and `updatedAt`.
+ */
+export function dbMixin(model: ModelDefinition): Partial<ServiceSchema> {
+	return {
+		mixins: [DbService],
+		adapter: new SharedSequelizeAdapter({}),
+		model,
+		settings: { idField: "id", pageSize: 20, maxPageSize: 100 },
+		actions: {
+			// Bulk and raw-query actions are not part of the contract.
+			find: { visibility: "public" },
+			count: { visibility: "public" },
+			insert: false,
+		},
+	} as Partial<ServiceSchema>;
+}

@@ -1,0 +1,12 @@
+import "./moleculer-augment";
+export * from "./config";
+export * from "./context";
+export * from "./errors";
+export * from "./exec";
+export * from "./broker";
+export * from "./db";
+export * from "./rest";
+export * from "./registry";
+export * from "./store";
+export * from "./queue";
+export * from "./redis";

@@ -1,0 +1,100 @@
+import path from "node:path";
+import type { ServiceSchema } from "moleculer";
+import { Queue, QueueEvents, Worker, type ConnectionOptions, type Job, type JobsOptions } from "bullmq";
+import type { Config } from "./config";
+import { configOf } from "./context";
+
+export type { Job } from "bullmq";
+
+/** Where the private redis-server listens when REDIS_URL is not given. */
+export function privateRedisSocket(dataDir: string): string {
+	return path.join(dataDir, "redis", "redis.sock");
+}
+
+/** ioredis connection options for BullMQ from REDIS_URL (redis://, rediss://, unix:///path). */
+export function redisConnection(config: Config): ConnectionOptions {
+	// BullMQ workers block on Redis; they must retry forever rather than fail a command.
+	const common = { maxRetriesPerRequest: null, enableReadyCheck: true };
+	const url = config.redisUrl;
+	if (!url) return { ...common, path: privateRedisSocket(config.dataDir) };
+	if (url.startsWith("unix://")) return { ...common, path: url.slice("unix://".length) };
+	const parsed = new URL(url);
+	return {
+		...common,
+		host: parsed.hostname,
+		port: Number(parsed.port || 6379),
+		username: parsed.username || undefined,
+		password: parsed.password ? decodeURIComponent(parsed.password) : undefined,
+		db: parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0,
+		tls: parsed.protocol === "rediss:" ? {} : undefined,
+	};
+}
+
+/** Jobs survive a worker crash: retried with backoff, kept briefly after they end. */
+export const DEFAULT_JOB_OPTIONS: JobsOptions = {
+	attempts: 3,
+	backoff: { type: "exponential", delay: 2000 },
+	removeOnComplete: { age: 24 * 3600, count: 1000 },
+	removeOnFail: { age: 7 * 24 * 3600 },
+};
+
+/**
+ * Producer side: `this.queue` to add jobs and `this.queueEvents` to follow them. The service may
+ * define methods onJobActive/onJobProgress/onJobCompleted/onJobFailed(jobId, value).
+ */
+export function queueProducerMixin(queueName: string): Partial<ServiceSchema> {
+	return {
+		methods: {
+			async enqueue(this: any, name: string, data: unknown, opts: JobsOptions = {}): Promise<Job> {
+				return this.queue.add(name, data, { ...DEFAULT_JOB_OPTIONS, ...opts });
+			},
+		},
+		async started(this: any) {
+			const connection = redisConnection(configOf(this.broker));
+			this.queue = new Queue(queueName, { connection });
+			this.queueEvents = new QueueEvents(queueName, { connection });
+			const forward = (event: string, method: string, pick: (args: any) => unknown) => {
+				if (typeof this[method] !== "function") return;
+				this.queueEvents.on(event, (args: any) => {
+					Promise.resolve(this[method](args.jobId, pick(args))).catch((err: Error) =>
+						this.logger.error(`${queueName}: ${event} handler failed for job ${args.jobId}:`, err.message),
+					);
+				});
+			};
+			forward("active", "onJobActive", () => undefined);
+			forward("progress", "onJobProgress", (args) => args.data);
+			forward("completed", "onJobCompleted", (args) => args.returnvalue);
+			forward("failed", "onJobFailed", (args) => args.failedReason);
+			await this.queue.waitUntilReady();
+			await this.queueEvents.waitUntilReady();
+		},
+		async stopped(this: any) {
+			await this.queueEvents?.close();
+			await this.queue?.close();
+		},
+	};
+}
+
+/**
+ * Consumer side: runs `this.processJob(job)` for each job, `concurrency` at a time. A worker that
+ * dies mid-job leaves the job stalled; BullMQ hands it to another worker or retries it.
+ */
+export function queueWorkerMixin(queueName: string, options: { concurrency?: number; lockDuration?: number } = {}): Partial<ServiceSchema> {
+	return {
+		async started(this: any) {
+			const connection = redisConnection(configOf(this.broker));
+			this.worker = new Worker(queueName, (job: Job) => this.processJob(job), {
+				connection,
+				concurrency: options.concurrency ?? 2,
+				lockDuration: options.lockDuration ?? 30_000,
+				stalledInterval: Math.min(options.lockDuration ?? 30_000, 15_000),
+				maxStalledCount: 2,
+			});
+			this.worker.on("error", (err: Error) => this.logger.error(`${queueName} worker:`, err.message));
+			await this.worker.waitUntilReady();
+		},
+		async stopped(this: any) {
+			await this.worker?.close();
+		},
+	};
+}

@@ -1,0 +1,123 @@
+import type { Context, ServiceSchema } from "moleculer";
+import type { ModelAttributes } from "sequelize";
+import { DataTypes, dbMixin } from "./db";
+import { NotFoundError } from "./errors";
+import { ID_PARAM, checkListParams, respondCreated, respondText, textParam, wantsJson, type RequestMeta } from "./rest";
+
+export const MAX_TEXT_BYTES = 1024 * 1024;
+
+export interface EntityOptions {
+	/** Table and REST name, e.g. "mainscripts". */
+	name: string;
+	fields: ModelAttributes;
+	/** Validation rules of the fields a client may send on create (and, all optional, on update). */
+	params: Record<string, unknown>;
+	/** Fields that never leave the service in lists and JSON (e.g. sealed key material). */
+	hiddenFields?: string[];
+}
+
+const SYSTEM_COLUMNS = ["id", "createdAt", "updatedAt"];
+
+function optionalRules(params: Record<string, unknown>): Record<string, unknown> {
+	return Object.fromEntries(
+		Object.entries(params).map(([name, rule]) => [name, { ...(rule as object), optional: true }]),
+	);
+}
+
+/**
+ * A REST entity on the db mixin: list/get/create/update/remove under /api/<name>, validated
+ * params (unknown fields are refused), sort and search restricted to real columns, 404s for
+ * missing ids. Services add their own actions and hooks on top.
+ */
+export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
+	const columns = [...SYSTEM_COLUMNS, ...Object.keys(options.fields)];
+	const hidden = options.hiddenFields ?? [];
+	return {
+		mixins: [dbMixin({ name: options.name, define: options.fields })],
+		settings: {
+			rest: `/${options.name}`,
+			fields: columns.filter((c) => !hidden.includes(c)),
+		},
+		actions: {
+			list: {
+				rest: "GET /",
+				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, columns) },
+			},
+			get: {
+				rest: "GET /:id",
+				params: { id: ID_PARAM },
+				async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+					return this.transformDocuments(ctx, {}, await this.findOrFail(ctx.params.id));
+				},
+			},
+			create: {
+				rest: "POST /",
+				params: { ...options.params, $$strict: true },
+				async handler(this: any, ctx: Context<Record<string, unknown>, RequestMeta>) {
+					const row = await this._create(ctx, this.pickFields(ctx.params));
+					return respondCreated(ctx, row);
+				},
+			},
+			update: {
+				rest: "PUT /:id",
+				params: { id: ID_PARAM, ...optionalRules(options.params), $$strict: true },
+				async handler(this: any, ctx: Context<Record<string, unknown> & { id: number }>) {
+					await this.findOrFail(ctx.params.id);
+					const changes = this.pickFields(ctx.params);
+					const row = await this.adapter.updateById(ctx.params.id, { $set: changes });
+					const json = await this.transformDocuments(ctx, {}, row);
+					await this.entityChanged("updated", json, ctx);
+					return json;
+				},
+			},
+			remove: {
+				rest: "DELETE /:id",
+				params: { id: ID_PARAM },
+				async handler(this: any, ctx: Context<{ id: number }>) {
+					const row = await this.findOrFail(ctx.params.id);
+					const json = await this.transformDocuments(ctx, {}, row);
+					await this.adapter.removeById(ctx.params.id);
+					await this.entityChanged("removed", json, ctx);
+					return json;
+				},
+			},
+		},
+		methods: {
+			async findOrFail(this: any, id: number) {
+				const row = await this.adapter.findById(id);
+				if (!row) throw new NotFoundError(options.name.replace(/s$/, ""), id);
+				return row;
+			},
+			pickFields(params: Record<string, unknown>) {
+				return Object.fromEntries(Object.keys(options.params).filter((k) => params[k] !== undefined).map((k) => [k, params[k]]));
+			},
+		},
+	};
+}
+
+/**
+ * A text registry (mainscripts, subscripts, kickstarts, pre- and post-boot scripts): rows of
+ * {id, text}; GET /:id answers the raw text, which is what iPXE `chain`, Anaconda `inst.ks=` and
+ * `curl | bash` fetch, or the row as JSON when asked with Accept: application/json.
+ */
+export function textRegistryMixin(name: string, extra: Pick<EntityOptions, "fields" | "params" | "hiddenFields"> = { fields: {}, params: {} }): Partial<ServiceSchema> {
+	return {
+		mixins: [
+			entityMixin({
+				name,
+				fields: { text: { type: DataTypes.TEXT, allowNull: false }, ...extra.fields },
+				params: { text: textParam(MAX_TEXT_BYTES), ...extra.params },
+				hiddenFields: extra.hiddenFields,
+			}),
+		],
+		actions: {
+			get: {
+				async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+					const row = await this.findOrFail(ctx.params.id);
+					if (!wantsJson(ctx)) return respondText(ctx, row.get("text"));
+					return this.transformDocuments(ctx, {}, row);
+				},
+			},
+		},
+	};
+}

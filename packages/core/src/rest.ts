@@ -1,0 +1,73 @@
+import type { Context } from "moleculer";
+import { invalid } from "./errors";
+
+/** The gateway copies these request facts into ctx.meta for actions that answer differently. */
+export interface RequestMeta {
+	accept?: string;
+	$statusCode?: number;
+	$responseType?: string;
+	$responseHeaders?: Record<string, string>;
+}
+
+/** Raw text unless the client asked for JSON (iPXE, Anaconda and curl send no Accept or * / *). */
+export function wantsJson(ctx: Context<unknown, RequestMeta>): boolean {
+	const accept = ctx.meta.accept ?? "";
+	return /application\/json/i.test(accept) && !/text\/plain/i.test(accept.split(",")[0] ?? "");
+}
+
+export function respondText(ctx: Context<unknown, RequestMeta>, text: string): string {
+	ctx.meta.$responseType = "text/plain; charset=utf-8";
+	return text;
+}
+
+export function respondCreated<T>(ctx: Context<unknown, RequestMeta>, body: T): T {
+	ctx.meta.$statusCode = 201;
+	return body;
+}
+
+/** Columns a list may be sorted or searched by; anything else is a 422, never SQL. */
+export function checkListParams(params: { sort?: unknown; searchFields?: unknown }, columns: readonly string[]): void {
+	const names = (value: unknown, field: string): string[] => {
+		if (value === undefined) return [];
+		const list = Array.isArray(value) ? value : typeof value === "string" ? value.split(/[\s,]+/) : invalid(field, "must be a string");
+		return list.filter((name) => name !== "").map((name) => {
+			if (typeof name !== "string") invalid(field, "must be a list of column names");
+			return name;
+		});
+	};
+	for (const name of names(params.sort, "sort")) {
+		const column = name.replace(/^-/, "");
+		if (!columns.includes(column)) invalid("sort", `unknown column "${column}"; one of ${columns.join(", ")}`);
+	}
+	for (const name of names(params.searchFields, "searchFields")) {
+		if (!columns.includes(name)) invalid("searchFields", `unknown column "${name}"; one of ${columns.join(", ")}`);
+	}
+}
+
+/** fastest-validator rule: a positive integer id from the path. */
+export const ID_PARAM = { type: "number", integer: true, positive: true, convert: true } as const;
+
+/** fastest-validator rule: text of at most `maxBytes` UTF-8 bytes, NUL-free. */
+export function textParam(maxBytes: number, options: { optional?: boolean; empty?: boolean } = {}) {
+	return {
+		type: "string",
+		optional: options.optional ?? false,
+		empty: options.empty ?? false,
+		custom: (value: unknown, errors: { type: string; actual: unknown; expected?: unknown; field?: string }[]) => {
+			if (typeof value !== "string") return value;
+			if (Buffer.byteLength(value, "utf8") > maxBytes) errors.push({ type: "stringMax", actual: value.length, expected: maxBytes });
+			if (value.includes("\u0000")) errors.push({ type: "stringPattern", actual: "NUL byte", expected: "no NUL bytes" });
+			return value;
+		},
+	};
+}
+
+/** fastest-validator rule: a site tag such as "felicitas.pojtinger.swabia.sol". */
+export const ARTIFACT_ID_PARAM = {
+	type: "string",
+	pattern: /^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$/,
+	messages: { stringPattern: "The 'artifactId' field must be a tag of letters, digits, '.', '_', ':' or '-' (at most 253)." },
+} as const;
+
+/** fastest-validator rule: a boolean that also accepts "true"/"false" from a query string. */
+export const BOOLEAN_PARAM = { type: "boolean", convert: true } as const;
