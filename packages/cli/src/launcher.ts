@@ -39,7 +39,9 @@ export async function startProvisioner(config: Config, names: readonly string[] 
 		throw err;
 	}
 	const gateway = selected.includes("gateway") ? broker.getLocalService("gateway") : null;
-	const port = gateway ? (gateway as unknown as { listeningPort(): number }).listeningPort() : null;
+	const api = gateway as unknown as { listeningPort(): number; refreshAliases(): void } | null;
+	api?.refreshAliases();
+	const port = api ? api.listeningPort() : null;
 	return {
 		broker,
 		config,

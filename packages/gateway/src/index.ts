@@ -61,6 +61,13 @@ export const GatewayService: ServiceSchema = {
 			const policy: AccessPolicy | undefined = this.settings.accessPolicy;
 			if (policy) await policy(ctx, req, req.$action?.name ?? "");
 		},
+		/**
+		 * Rebuild the REST aliases now. moleculer-web does it 500 ms after services change; a launcher
+		 * that has just started every local service calls this so the API answers at once.
+		 */
+		refreshAliases(this: any): void {
+			for (const route of this.routes) if (route.opts.autoAliases) this.regenerateAutoAliases(route);
+		},
 		/** The port the server actually listens on (PORT=0 picks a free one, e.g. in tests). */
 		listeningPort(this: any): number {
 			return (this.server.address() as AddressInfo).port;
