@@ -1,5 +1,9 @@
 import type { ServiceSchema } from "moleculer";
+import { DistributorWorkerService, DistributorsService } from "@clusterplatform/distributor";
 import { GatewayService } from "@clusterplatform/gateway";
+import { GrubsService, GrubsWorkerService } from "@clusterplatform/grub";
+import { IpxesService, IpxesWorkerService } from "@clusterplatform/ipxe";
+import { IsosService, IsosWorkerService } from "@clusterplatform/iso";
 import { KickstartsService } from "@clusterplatform/kickstarts";
 import { LocalnodesService } from "@clusterplatform/localnodes";
 import { MainscriptsService } from "@clusterplatform/mainscripts";
@@ -8,6 +12,7 @@ import { PrebootscriptsService } from "@clusterplatform/prebootscripts";
 import { SshkeyService } from "@clusterplatform/sshkey";
 import { SshkeysService } from "@clusterplatform/sshkeys";
 import { SubscriptsService } from "@clusterplatform/subscripts";
+import { SyslinuxsService, SyslinuxsWorkerService } from "@clusterplatform/syslinux";
 
 export interface ServiceEntry {
 	schema: ServiceSchema;
@@ -30,4 +35,15 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	sshkeys: { schema: SshkeysService, default: true },
 	sshkey: { schema: SshkeyService, default: true, binaries: [["ssh-keygen", "openssh-client"]] },
 	localnodes: { schema: LocalnodesService, default: true },
+	distributors: { schema: DistributorsService, default: true },
+	"distributor-worker": { schema: DistributorWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },
+	grubs: { schema: GrubsService, queue: true, default: true },
+	"grubs-worker": { schema: GrubsWorkerService, queue: true, default: true, binaries: [["grub-mkstandalone", "grub-efi-amd64-bin"], ["mkfs.vfat", "dosfstools"], ["mcopy", "mtools"], ["zip", "zip"]] },
+	syslinuxs: { schema: SyslinuxsService, queue: true, default: true },
+	"syslinuxs-worker": { schema: SyslinuxsWorkerService, queue: true, default: true },
+	// The worker checks its toolchain at start: make, gcc, perl with IPXE_SOURCE_DIR, else Debian's ipxe package.
+	ipxes: { schema: IpxesService, queue: true, default: true },
+	"ipxes-worker": { schema: IpxesWorkerService, queue: true, default: true },
+	isos: { schema: IsosService, queue: true, default: true },
+	"isos-worker": { schema: IsosWorkerService, queue: true, default: true, binaries: [["xorriso", "xorriso"], ["unzip", "unzip"]] },
 };

@@ -30,17 +30,22 @@ export async function startProvisioner(config: Config, names: readonly string[] 
 	const needsRedis = selected.some((name) => CATALOGUE[name]!.queue);
 	const redis = needsRedis && !config.redisUrl ? await startPrivateRedis(config.dataDir) : null;
 	const broker = createBroker(config);
-	for (const name of selected) broker.createService(CATALOGUE[name]!.schema);
+	// The gateway opens its port last, once the services behind it are up: no request meets a
+	// half-built route table.
+	const backends = selected.filter((name) => name !== "gateway");
+	for (const name of backends) broker.createService(CATALOGUE[name]!.schema);
+	let api: { listeningPort(): number } | null = null;
 	try {
 		await broker.start();
+		if (selected.includes("gateway")) {
+			api = broker.createService(CATALOGUE.gateway!.schema) as unknown as { listeningPort(): number };
+			await broker.waitForServices(["gateway"], 30_000);
+		}
 	} catch (err) {
 		await broker.stop().catch(() => undefined);
 		await redis?.stop();
 		throw err;
 	}
-	const gateway = selected.includes("gateway") ? broker.getLocalService("gateway") : null;
-	const api = gateway as unknown as { listeningPort(): number; refreshAliases(): void } | null;
-	api?.refreshAliases();
 	const port = api ? api.listeningPort() : null;
 	return {
 		broker,

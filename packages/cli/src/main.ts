@@ -1,13 +1,20 @@
 #!/usr/bin/env node
 import { ConfigError, loadConfig } from "@clusterplatform/core";
 import { CATALOGUE } from "./catalogue";
+import { checkHealth } from "./health";
 import { startProvisioner } from "./launcher";
 
 const USAGE = `Usage: clusterplatform start [service …]
+       clusterplatform distributor
+       clusterplatform health [node-id] [--timeout=ms]
 
 Runs the named services (default: all of them) in one process on the configuration in the
 environment: PORT (3000), DATA_DIR (./data), TRANSPORTER (in-process), DATABASE_URL (SQLite),
 REDIS_URL (a private redis-server), S3_ENDPOINT… (files under the data dir).
+
+\`distributor\` runs only a site's distributor worker (dnsmasq proxy DHCP + TFTP, SSH to the
+site's nodes) on the LAN it serves; it needs TRANSPORTER (nats://…) and
+CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag).
 
 Services: ${Object.keys(CATALOGUE).join(", ")}`;
 
@@ -27,11 +34,33 @@ async function start(names: string[]): Promise<void> {
 	process.on("SIGTERM", () => void stop("SIGTERM"));
 }
 
+/** A distributor alone in its process is useless: it has to reach the manager over NATS. */
+async function distributor(): Promise<void> {
+	const config = loadConfig();
+	if (!config.transporter) throw new ConfigError("distributor needs TRANSPORTER=nats://… (the provisioner's NATS) to reach the distributors manager");
+	if (!config.distributorArtifactId) throw new ConfigError("distributor needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag, e.g. felicitas.pojtinger.swabia.sol)");
+	return start(["distributor-worker"]);
+}
+
+/** Container probe: exit 0 when this container's provisioner process answers (see health.ts). */
+async function health(args: string[]): Promise<void> {
+	const timeout = args.find((a) => a.startsWith("--timeout="));
+	const timeoutMs = timeout ? Number(timeout.slice("--timeout=".length)) : undefined;
+	if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) throw new ConfigError("health: --timeout=<milliseconds> must be a positive integer");
+	const result = await checkHealth(loadConfig(), { nodeId: args.find((a) => !a.startsWith("--")), timeoutMs });
+	console.log(`clusterplatform health: ${result.ok ? "ok" : "FAILED"}: ${result.detail}`);
+	process.exit(result.ok ? 0 : 1);
+}
+
 async function main(argv: string[]): Promise<void> {
 	const [command, ...rest] = argv;
 	switch (command) {
 		case "start":
 			return start(rest);
+		case "distributor":
+			return distributor();
+		case "health":
+			return health(rest);
 		case undefined:
 		case "help":
 		case "--help":

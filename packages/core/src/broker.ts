@@ -10,14 +10,14 @@ import { InvalidInputError } from "./errors";
  */
 function clarifyValidationError(err: unknown): never {
 	if (err instanceof Errors.ValidationError && Array.isArray(err.data) && !(err instanceof InvalidInputError)) {
-		const problems = (err.data as { field?: string; message?: string; type?: string; expected?: unknown; actual?: unknown }[]).map((d) => ({
-			field: d.field ?? "(body)",
-			message:
-				d.type === "enumValue"
-					? `must be one of ${String(d.expected)}, got "${String(d.actual)}"`
-					: (d.message ?? "is invalid").replace(/^The '([^']+)' field /, ""),
-			type: d.type,
-		}));
+		const problems = (err.data as { field?: string; message?: string; type?: string; expected?: unknown; actual?: unknown }[]).flatMap((d) => {
+			// $$strict: `actual` lists the unknown fields, `expected` the known ones.
+			if (d.type === "objectStrict") {
+				return String(d.actual).split(/,\s*/).map((field) => ({ field, message: `is not a known field (known: ${String(d.expected)})`, type: d.type }));
+			}
+			const message = d.type === "enumValue" ? `must be one of ${String(d.expected)}, got "${String(d.actual)}"` : (d.message ?? "is invalid").replace(/^The '([^']+)' field /, "");
+			return [{ field: d.field ?? "(body)", message, type: d.type }];
+		});
 		throw new InvalidInputError(problems);
 	}
 	throw err;
@@ -43,7 +43,8 @@ export function createBroker(config: Config, overrides: Partial<BrokerOptions> =
 		errorHandler(err) {
 			clarifyValidationError(err);
 		},
-		metrics: { enabled: false },
+		// Collected in every process; the gateway serves them all at /api/metrics (Prometheus text), so no reporter port.
+		metrics: { enabled: true, reporter: [] },
 		...overrides,
 	});
 	bindConfig(broker, config);

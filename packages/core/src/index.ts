@@ -10,3 +10,4 @@ export * from "./registry";
 export * from "./store";
 export * from "./queue";
 export * from "./redis";
+export * from "./builder";

@@ -44,6 +44,15 @@ export const DEFAULT_JOB_OPTIONS: JobsOptions = {
  */
 export function queueProducerMixin(queueName: string): Partial<ServiceSchema> {
 	return {
+		actions: {
+			/** Jobs by state (waiting = queue depth), for the gateway's metrics; not a REST route. */
+			queueCounts: {
+				visibility: "public",
+				handler(this: any): Promise<Record<string, number>> {
+					return this.queue.getJobCounts("waiting", "active", "delayed", "completed", "failed");
+				},
+			},
+		},
 		methods: {
 			async enqueue(this: any, name: string, data: unknown, opts: JobsOptions = {}): Promise<Job> {
 				return this.queue.add(name, data, { ...DEFAULT_JOB_OPTIONS, ...opts });

@@ -55,7 +55,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 				params: { ...options.params, $$strict: true },
 				async handler(this: any, ctx: Context<Record<string, unknown>, RequestMeta>) {
 					const row = await this._create(ctx, this.pickFields(ctx.params));
-					return respondCreated(ctx, row);
+					return respondCreated(ctx, row, `/api/${options.name}/${row.id}`);
 				},
 			},
 			update: {

@@ -4,6 +4,7 @@ import { invalid } from "./errors";
 /** The gateway copies these request facts into ctx.meta for actions that answer differently. */
 export interface RequestMeta {
 	accept?: string;
+	$location?: string;
 	$statusCode?: number;
 	$responseType?: string;
 	$responseHeaders?: Record<string, string>;
@@ -20,8 +21,10 @@ export function respondText(ctx: Context<unknown, RequestMeta>, text: string): s
 	return text;
 }
 
-export function respondCreated<T>(ctx: Context<unknown, RequestMeta>, body: T): T {
+/** 201 with a Location header pointing at the new resource (e.g. /api/mainscripts/3). */
+export function respondCreated<T>(ctx: Context<unknown, RequestMeta>, body: T, location: string): T {
 	ctx.meta.$statusCode = 201;
+	ctx.meta.$location = location;
 	return body;
 }
 

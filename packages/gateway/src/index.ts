@@ -1,9 +1,25 @@
+import fs from "node:fs";
 import type { IncomingMessage } from "node:http";
+import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { configOf, storeFor } from "@clusterplatform/core";
 import { artifactHandler } from "./artifacts";
+import { collectClusterMetrics, refreshProvisionerGauges, renderPrometheus } from "./metrics";
+import { buildOpenApiDocument, type RouteEntry } from "./openapi";
+
+export * from "./metrics";
+export * from "./openapi";
+
+/** The gateway package's version, for the OpenAPI document (read at runtime: src and dist alike). */
+function packageVersion(): string {
+	try {
+		return JSON.parse(fs.readFileSync(path.join(__dirname, "..", "package.json"), "utf8")).version;
+	} catch {
+		return "0.0.0";
+	}
+}
 
 /**
  * Who may call what. The one place an authorization policy plugs in: every /api call passes
@@ -34,6 +50,8 @@ export const GatewayService: ServiceSchema = {
 				authorization: true,
 				aliases: {
 					"GET /health": "gateway.health",
+					"GET /openapi.json": "gateway.openapi",
+					"GET /metrics": "gateway.metrics",
 				},
 				bodyParsers: {
 					json: { strict: false, limit: "4mb" },
@@ -49,24 +67,50 @@ export const GatewayService: ServiceSchema = {
 		logResponseData: null,
 	},
 	actions: {
+		// moleculer-web's own route list; /api/openapi.json describes the routes instead.
+		listAliases: false,
 		health: {
 			// Published for the explicit /api/health alias; it has no `rest`, so autoAliases skip it.
 			handler(this: any) {
 				return { status: "ok", nodeID: this.broker.nodeID, uptime: Math.round(process.uptime()) };
 			},
 		},
+		openapi: {
+			// The API as OpenAPI 3, generated from the live route table (see openapi.ts).
+			handler(this: any) {
+				return buildOpenApiDocument(this.routeTable(), { version: packageVersion(), serverUrl: configOf(this.broker).publicUrl });
+			},
+		},
+		metrics: {
+			// Prometheus text format: every node's Moleculer metrics (labelled nodeID) plus builds and queues.
+			async handler(this: any, ctx: Context<unknown, Record<string, unknown>>) {
+				await refreshProvisionerGauges(this.broker);
+				const text = renderPrometheus(await collectClusterMetrics(this.broker));
+				ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
+				return text;
+			},
+		},
 	},
 	methods: {
+		/** What this gateway serves: one entry per alias, with the target action's parameter rules. */
+		routeTable(this: any): RouteEntry[] {
+			const actions = new Map<string, { params?: Record<string, unknown>; description?: string }>();
+			for (const item of this.broker.registry.getActionList({ skipInternal: true }) as { name: string; action?: any }[]) {
+				if (item.action && !actions.has(item.name)) actions.set(item.name, item.action);
+			}
+			return (this.aliases as { method: string; fullPath: string; action: string | null }[])
+				.filter((alias) => typeof alias.action === "string")
+				.map((alias) => ({
+					method: alias.method,
+					path: alias.fullPath,
+					action: alias.action!,
+					params: actions.get(alias.action!)?.params,
+					description: actions.get(alias.action!)?.description,
+				}));
+		},
 		async authorize(this: any, ctx: Context<unknown, Record<string, unknown>>, route: any, req: IncomingMessage & { $action?: { name: string } }) {
 			const policy: AccessPolicy | undefined = this.settings.accessPolicy;
 			if (policy) await policy(ctx, req, req.$action?.name ?? "");
-		},
-		/**
-		 * Rebuild the REST aliases now. moleculer-web does it 500 ms after services change; a launcher
-		 * that has just started every local service calls this so the API answers at once.
-		 */
-		refreshAliases(this: any): void {
-			for (const route of this.routes) if (route.opts.autoAliases) this.regenerateAutoAliases(route);
 		},
 		/** The port the server actually listens on (PORT=0 picks a free one, e.g. in tests). */
 		listeningPort(this: any): number {
@@ -83,7 +127,11 @@ export const GatewayService: ServiceSchema = {
 		apiRoute.bodyParsers.urlencoded.limit = limit;
 		const serve = artifactHandler(() => storeFor(configOf(this.broker)));
 		this.settings.routes[0].use = [(req: IncomingMessage, res: any, next: (err?: unknown) => void) => serve(req, res).catch(next)];
+		// moleculer-web built its routes in its own created(), before the lines above: build them again.
+		for (const route of this.settings.routes) this.removeRoute(route.path);
+		for (const route of this.settings.routes) this.addRoute(route);
 	},
 };
 
 export default GatewayService;
+export * from "./insomnia";

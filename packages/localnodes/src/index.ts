@@ -1,6 +1,7 @@
 import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, entityMixin, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, respondCreated, textParam, type RequestMeta } from "@clusterplatform/core";
+import { WORKER_SERVICE, type ScriptResult } from "@clusterplatform/distributor";
 
 const IP_PARAM = {
 	type: "string",
@@ -12,6 +13,20 @@ const IP_PARAM = {
 	messages: { stringPattern: "The 'ip' field must be an IPv4 or IPv6 address." },
 };
 
+/** How often every node's reachability is checked from its site's distributor. */
+const REACHABILITY_INTERVAL_MS = 30_000;
+/** A node counts as reachable when its SSH port answers within this. */
+const REACH_TIMEOUT_MS = 1500;
+const SCRIPT_TIMEOUT_DEFAULT_S = 300;
+
+interface ScriptRequest {
+	id: number;
+	script: string;
+	privateKey?: string;
+	sshkeyId?: number;
+	timeout: number;
+}
+
 interface Registration {
 	ip: string;
 	artifactId: string;
@@ -21,6 +36,8 @@ interface Registration {
 /**
  * /api/localnodes: installed hosts register here from their post-boot script
  * (POST /api/localnodes?ip=…&artifactId=…&pingable=true). Registering again updates the row.
+ * `reachable` is checked in the background from the site's distributor (its SSH port answers);
+ * PUT /:id/script runs a script as root on the node over SSH from that distributor.
  */
 export const LocalnodesService: ServiceSchema = {
 	name: "localnodes",
@@ -31,12 +48,25 @@ export const LocalnodesService: ServiceSchema = {
 				ip: { type: DataTypes.STRING(45), allowNull: false, unique: "localnode_site_ip" },
 				artifactId: { type: DataTypes.STRING(253), allowNull: false, unique: "localnode_site_ip" },
 				pingable: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
+				/** null until a distributor of the site has checked. */
+				reachable: { type: DataTypes.BOOLEAN, allowNull: true },
+				reachableCheckedAt: { type: DataTypes.DATE, allowNull: true },
+				/** SSH host key fingerprint seen on first use; later connections must present it. */
+				hostKey: { type: DataTypes.STRING(128), allowNull: true },
 			},
 			params: { ip: IP_PARAM, artifactId: ARTIFACT_ID_PARAM, pingable: { ...BOOLEAN_PARAM, optional: true } },
 		}),
 	],
+	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS },
 	actions: {
 		create: {
+			hooks: {
+				after(this: any, _ctx: Context, row: unknown) {
+					// A node that just registered is checked at once, without holding up its request.
+					void this.refreshReachability();
+					return row;
+				},
+			},
 			async handler(this: any, ctx: Context<Registration, RequestMeta>) {
 				const { ip, artifactId, pingable } = ctx.params;
 				const changes = pingable === undefined ? {} : { pingable };
@@ -48,7 +78,8 @@ export const LocalnodesService: ServiceSchema = {
 					return json;
 				}
 				try {
-					return respondCreated(ctx, await this._create(ctx, { ip, artifactId, ...changes }));
+					const row = await this._create(ctx, { ip, artifactId, ...changes });
+					return respondCreated(ctx, row, `/api/localnodes/${row.id}`);
 				} catch (err) {
 					// Two registrations raced; the unique index kept one row: update it instead.
 					if ((err as Error).name !== "SequelizeUniqueConstraintError") throw err;
@@ -57,6 +88,86 @@ export const LocalnodesService: ServiceSchema = {
 				}
 			},
 		},
+		script: {
+			rest: "PUT /:id/script",
+			params: {
+				id: ID_PARAM,
+				script: textParam(1024 * 1024),
+				privateKey: textParam(64 * 1024, { optional: true }),
+				sshkeyId: { ...ID_PARAM, optional: true },
+				/** Seconds the script may run. */
+				timeout: { type: "number", integer: true, min: 1, max: 3600, convert: true, default: SCRIPT_TIMEOUT_DEFAULT_S },
+				$$strict: true,
+			},
+			async handler(this: any, ctx: Context<ScriptRequest>): Promise<Pick<ScriptResult, "code" | "signal" | "stdout" | "stderr">> {
+				const node = (await this.findOrFail(ctx.params.id)).get({ plain: true });
+				const privateKey = await this.privateKeyFor(ctx, node.artifactId);
+				const nodeID = await this.distributorOf(ctx, node.artifactId);
+				const timeoutMs = ctx.params.timeout * 1000;
+				const result: ScriptResult = await ctx.call(
+					`${WORKER_SERVICE}.runScript`,
+					{ ip: node.ip, script: ctx.params.script, privateKey, expectedHostKey: node.hostKey, timeoutMs },
+					{ nodeID, timeout: timeoutMs + 15_000 },
+				);
+				if (!node.hostKey) await this.adapter.updateById(node.id, { $set: { hostKey: result.hostKey, reachable: true, reachableCheckedAt: new Date() } });
+				return { code: result.code, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
+			},
+		},
+	},
+	methods: {
+		/** The key named in the request, or else the newest private key stored for the node's site. */
+		async privateKeyFor(this: any, ctx: Context<ScriptRequest>, artifactId: string): Promise<string> {
+			if (ctx.params.privateKey) return ctx.params.privateKey;
+			if (ctx.params.sshkeyId !== undefined) {
+				const key = await ctx.call<{ text: string; private: boolean }, { id: number }>("sshkeys.get", { id: ctx.params.sshkeyId }, { meta: { accept: "application/json" } });
+				if (!key.private) invalid("sshkeyId", `sshkey ${ctx.params.sshkeyId} is a public key; name a private one`);
+				return key.text;
+			}
+			const [stored] = await ctx.call<{ text: string }[], unknown>("sshkeys.find", { query: { artifactId, private: true }, sort: "-id", limit: 1 }).catch(() => []);
+			if (!stored) invalid("privateKey", `is required: send privateKey or sshkeyId, or store a private key for site "${artifactId}" in /api/sshkeys`);
+			return stored.text;
+		},
+		/** The node of an online distributor of the site; 503 when there is none. */
+		async distributorOf(this: any, ctx: Context, artifactId: string): Promise<string> {
+			try {
+				const { nodeID } = await ctx.call<{ nodeID: string }, { artifactId: string }>("distributors.siteNode", { artifactId });
+				return nodeID;
+			} catch (err) {
+				if ((err as Error).name === "ServiceNotFoundError") throw new UnavailableError(`no distributor for site "${artifactId}" is online (the distributors service is not running)`, { artifactId });
+				throw err;
+			}
+		},
+		/** Check every node from its site's distributor; one run at a time, never on a request's path. */
+		async refreshReachability(this: any): Promise<void> {
+			if (this.reachabilityRun) return this.reachabilityRun;
+			this.reachabilityRun = this.checkAllSites()
+				.catch((err: Error) => this.logger.warn(`reachability check failed: ${err.message}`))
+				.finally(() => {
+					this.reachabilityRun = null;
+				});
+			return this.reachabilityRun;
+		},
+		async checkAllSites(this: any): Promise<void> {
+			if (!this.adapter?.model) return;
+			const rows = (await this.adapter.find({ query: {} })).map((r: any) => r.get({ plain: true }));
+			const sites = new Map<string, { id: number; ip: string }[]>();
+			for (const row of rows) sites.set(row.artifactId, [...(sites.get(row.artifactId) ?? []), row]);
+			for (const [artifactId, nodes] of sites) {
+				const site = await this.broker.call("distributors.siteNode", { artifactId }).catch(() => null);
+				if (!site) continue;
+				const ips = [...new Set(nodes.map((n) => n.ip))];
+				const reached: Record<string, boolean> = await this.broker.call(`${WORKER_SERVICE}.reach`, { ips, timeoutMs: REACH_TIMEOUT_MS }, { nodeID: site.nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
+				const now = new Date();
+				for (const node of nodes) await this.adapter.updateById(node.id, { $set: { reachable: reached[node.ip] ?? null, reachableCheckedAt: now } });
+			}
+		},
+	},
+	started(this: any) {
+		this.reachabilityTimer = setInterval(() => void this.refreshReachability(), this.settings.reachabilityIntervalMs);
+	},
+	async stopped(this: any) {
+		clearInterval(this.reachabilityTimer);
+		await this.reachabilityRun;
 	},
 };
 

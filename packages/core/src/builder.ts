@@ -1,0 +1,362 @@
+import { createHash, randomUUID } from "node:crypto";
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
+import { Errors } from "moleculer";
+import type { ModelAttributes } from "sequelize";
+import { UnrecoverableError, type Job } from "bullmq";
+import type { Config } from "./config";
+import { configOf } from "./context";
+import { DataTypes, Op } from "./db";
+import { UnavailableError } from "./errors";
+import { queueProducerMixin, queueWorkerMixin } from "./queue";
+import { entityMixin } from "./registry";
+import { ID_PARAM, respondCreated } from "./rest";
+import { storeFor, type ObjectStore } from "./store";
+
+/**
+ * What a builder is: the entity (inputs → one artifact file) that the manager serves over REST and
+ * the worker builds. One spec is shared by both halves so they cannot disagree.
+ */
+export interface BuilderSpec {
+	/** Plural entity name: "grubs" → REST /api/grubs, table, BullMQ queue name, store prefix. */
+	name: string;
+	/** The input columns (sequelize DataTypes). */
+	fields: ModelAttributes;
+	/** fastest-validator rules for POST (allow-lists: type "enum"); unknown fields are refused. */
+	params: Record<string, unknown>;
+	/** File name of the artifact, e.g. "ipxe.efi", "grub.img", "dist.iso". */
+	artifactName(inputs: Record<string, any>): string;
+	/** Extra cross-field checks at POST time; throw invalid(field, msg) for a 422. `ctx` may call other services. */
+	validate?(inputs: Record<string, any>, ctx?: Context): void | Promise<void>;
+	/** Extra columns the worker's result fills in (e.g. ipxe's `embedded`). */
+	resultFields?: ModelAttributes;
+	/**
+	 * Whether identical inputs may reuse an earlier artifact (default true). Say false when the
+	 * inputs do not determine the output, e.g. they point at URLs whose content can change.
+	 */
+	cacheable?(inputs: Record<string, any>, config: Config): boolean;
+	/** Bump when the same inputs would now build a different artifact; part of the cache key. */
+	version?: string;
+}
+
+export interface BuildContext {
+	/** The row id. */
+	id: number;
+	inputs: Record<string, any>;
+	/** Private temp dir for this job attempt, removed afterwards. */
+	workDir: string;
+	/** Report progress, 0..100; it reaches the row. */
+	progress(percent: number): Promise<void>;
+	/** Aborted when the build runs over its time limit; pass it to exec/run. */
+	signal: AbortSignal;
+	logger: any;
+	store: ObjectStore;
+	config: Config;
+	/** For calls to other services (e.g. a manager's `artifact` action); never the database. */
+	broker: ServiceBroker;
+}
+
+export interface BuildResult {
+	/** The built file; uploaded to `<name>/<id>/<artifactName>`. */
+	file: string;
+	/** Values for the spec's resultFields columns. */
+	fields?: Record<string, unknown>;
+}
+
+export interface WorkerSpec extends BuilderSpec {
+	build(ctx: BuildContext): Promise<BuildResult>;
+	/** Jobs this worker process runs at once (default 1: toolchains are CPU-bound). */
+	concurrency?: number;
+	/** Time limit of one attempt in ms (default 10 min). */
+	timeout?: number;
+	/** BullMQ lock: a worker silent this long is presumed dead and its job retried (default 10 s). */
+	lockDuration?: number;
+}
+
+export const BUILD_STATUSES = ["queued", "working", "done", "failed"] as const;
+export type BuildStatus = (typeof BUILD_STATUSES)[number];
+const UNFINISHED: BuildStatus[] = ["queued", "working"];
+
+/** What a job hands back to the manager (the worker never writes rows itself). */
+interface JobOutcome {
+	key: string;
+	fields: Record<string, unknown>;
+}
+
+interface JobData {
+	id: number;
+	inputs: Record<string, unknown>;
+}
+
+/** Internal columns: how a row finds its job and its (possibly shared) artifact. */
+const INTERNAL_COLUMNS = ["artifactKey", "inputsHash", "jobId"];
+
+const ENQUEUE_TIMEOUT_MS = 10_000;
+
+/** A build failure that retrying cannot fix (bad part, refused URL): fails the job at once. */
+export function permanentFailure(message: string): never {
+	throw new UnrecoverableError(message);
+}
+
+function sortedJson(value: unknown): string {
+	if (Array.isArray(value)) return `[${value.map(sortedJson).join(",")}]`;
+	if (value && typeof value === "object") {
+		const entries = Object.entries(value as Record<string, unknown>)
+			.filter(([, v]) => v !== undefined)
+			.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+		return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${sortedJson(v)}`).join(",")}}`;
+	}
+	return JSON.stringify(value ?? null);
+}
+
+/** Content address of a build: normalized inputs + builder name and version. */
+export function inputsHash(spec: Pick<BuilderSpec, "name" | "version">, inputs: Record<string, unknown>): string {
+	return createHash("sha256")
+		.update(sortedJson({ builder: spec.name, version: spec.version ?? "1", inputs }))
+		.digest("hex");
+}
+
+function artifactKeyOf(spec: BuilderSpec, id: number, inputs: Record<string, unknown>): string {
+	return `${spec.name}/${id}/${spec.artifactName(inputs)}`;
+}
+
+function clampProgress(value: unknown): number | null {
+	const n = typeof value === "number" ? value : Number(value);
+	if (!Number.isFinite(n)) return null;
+	return Math.min(100, Math.max(0, n));
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+	let timer: NodeJS.Timeout;
+	return Promise.race([
+		promise,
+		new Promise<never>((_, reject) => {
+			timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+		}),
+	]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Manager half: the REST entity /api/<name> (list, get, create, remove; no update: a build's inputs
+ * are what it was built from) and the queue producer. Owns the rows: job events from BullMQ
+ * (active, progress, completed, failed) are written here, and rows are reconciled against the
+ * queue when the manager starts and every `settings.reconcileInterval` ms, so an event missed
+ * while the manager was down cannot leave a row "working" forever.
+ */
+export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
+	const resultColumns = Object.keys(spec.resultFields ?? {});
+	const fields: ModelAttributes = {
+		status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "queued" },
+		progress: { type: DataTypes.FLOAT, allowNull: false, defaultValue: 0 },
+		error: { type: DataTypes.TEXT, allowNull: true },
+		url: { type: DataTypes.STRING(2048), allowNull: true },
+		...spec.fields,
+		...spec.resultFields,
+		artifactKey: { type: DataTypes.STRING(1024), allowNull: true },
+		inputsHash: { type: DataTypes.STRING(64), allowNull: true },
+		jobId: { type: DataTypes.STRING(64), allowNull: true },
+	};
+	return {
+		mixins: [entityMixin({ name: spec.name, fields, params: spec.params, hiddenFields: INTERNAL_COLUMNS }), queueProducerMixin(spec.name)],
+		settings: {
+			/** How often unfinished rows are checked against their jobs (ms). */
+			reconcileInterval: 30_000,
+		},
+		actions: {
+			create: {
+				async handler(this: any, ctx: Context<Record<string, unknown>>) {
+					const inputs: Record<string, unknown> = this.pickFields(ctx.params);
+					await spec.validate?.(inputs, ctx);
+					const hash = inputsHash(spec, inputs);
+					const reused = spec.cacheable?.(inputs, configOf(this.broker)) === false ? null : await this.reuseArtifact(inputs, hash);
+					const row = reused ?? (await this.enqueueBuild(inputs, hash));
+					const json = await this.transformDocuments(ctx, {}, row);
+					await this.entityChanged("created", json, ctx);
+					return respondCreated(ctx, json, `/api/${spec.name}/${json.id}`);
+				},
+			},
+			update: false,
+			remove: {
+				async handler(this: any, ctx: Context<{ id: number }>) {
+					const row = await this.findOrFail(ctx.params.id);
+					const json = await this.transformDocuments(ctx, {}, row);
+					const { jobId, artifactKey, status } = row.get();
+					if (jobId && UNFINISHED.includes(status)) {
+						// An active job cannot be removed (it is locked); its result is dropped as an orphan.
+						const job = await this.queue.getJob(jobId);
+						await job?.remove().catch(() => undefined);
+					}
+					await this.adapter.removeById(ctx.params.id);
+					await this.releaseArtifact(artifactKey);
+					await this.entityChanged("removed", json, ctx);
+					return json;
+				},
+			},
+			/** Where a done row's artifact is, for other services (e.g. an ISO built from parts by id). */
+			artifact: {
+				visibility: "public",
+				params: { id: ID_PARAM },
+				async handler(this: any, ctx: Context<{ id: number }>) {
+					const row = (await this.findOrFail(ctx.params.id)).get();
+					return { id: row.id, status: row.status, error: row.error, key: row.artifactKey, url: row.url };
+				},
+			},
+		},
+		methods: {
+			/** A done row with the same inputs whose artifact still exists → a new row sharing it. */
+			async reuseArtifact(this: any, inputs: Record<string, unknown>, hash: string) {
+				const earlier = await this.adapter.model.findOne({
+					where: { inputsHash: hash, status: "done", artifactKey: { [Op.ne]: null } },
+					order: [["id", "DESC"]],
+				});
+				if (!earlier) return null;
+				const previous = earlier.get();
+				if (!(await storeFor(configOf(this.broker)).stat(previous.artifactKey))) return null;
+				const results = Object.fromEntries(resultColumns.map((c) => [c, previous[c]]));
+				return this.adapter.insert({ ...inputs, ...results, status: "done", progress: 100, url: previous.url, artifactKey: previous.artifactKey, inputsHash: hash });
+			},
+			/** A queued row and its job; if the queue cannot take the job, the row is taken back (503). */
+			async enqueueBuild(this: any, inputs: Record<string, unknown>, hash: string) {
+				const jobId = randomUUID();
+				const row = await this.adapter.insert({ ...inputs, status: "queued", progress: 0, inputsHash: hash, jobId });
+				try {
+					await withTimeout(this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData, { jobId }), ENQUEUE_TIMEOUT_MS, "enqueue");
+				} catch (err) {
+					await this.adapter.removeById(row.id);
+					throw new UnavailableError(`the ${spec.name} queue is unavailable: ${(err as Error).message}`);
+				}
+				return row;
+			},
+			/** Remove an artifact once no row points at it any more (rows may share one by content). */
+			async releaseArtifact(this: any, key: string | null) {
+				if (!key) return;
+				const users = await this.adapter.model.count({ where: { artifactKey: key } });
+				if (users === 0) await storeFor(configOf(this.broker)).remove(key);
+			},
+			/** Job events of one job are applied in the order they arrived. */
+			serially(this: any, jobId: string, apply: () => Promise<void>): Promise<void> {
+				const chains: Map<string, Promise<void>> = (this.eventChains ??= new Map());
+				const next = (chains.get(jobId) ?? Promise.resolve()).then(apply, apply);
+				chains.set(jobId, next);
+				return next.finally(() => {
+					if (chains.get(jobId) === next) chains.delete(jobId);
+				});
+			},
+			/** Update the unfinished row of a job; finished rows are final. */
+			async updateUnfinished(this: any, jobId: string, changes: Record<string, unknown>): Promise<number> {
+				const [count] = await this.adapter.model.update(changes, { where: { jobId, status: { [Op.in]: UNFINISHED } } });
+				return count;
+			},
+			onJobActive(this: any, jobId: string) {
+				return this.serially(jobId, () => this.updateUnfinished(jobId, { status: "working" }));
+			},
+			onJobProgress(this: any, jobId: string, value: unknown) {
+				const progress = clampProgress(value);
+				if (progress === null) return;
+				return this.serially(jobId, () => this.updateUnfinished(jobId, { status: "working", progress }));
+			},
+			onJobCompleted(this: any, jobId: string, outcome: JobOutcome) {
+				return this.serially(jobId, () => this.applyCompleted(jobId, outcome));
+			},
+			onJobFailed(this: any, jobId: string, reason: string) {
+				return this.serially(jobId, () => this.updateUnfinished(jobId, { status: "failed", error: reason || "failed without a reason" }));
+			},
+			async applyCompleted(this: any, jobId: string, outcome: JobOutcome) {
+				const value: JobOutcome = typeof outcome === "string" ? JSON.parse(outcome) : outcome;
+				const results = Object.fromEntries(resultColumns.filter((c) => value.fields?.[c] !== undefined).map((c) => [c, value.fields[c]]));
+				const url = storeFor(configOf(this.broker)).url(value.key);
+				const count = await this.updateUnfinished(jobId, { ...results, status: "done", progress: 100, error: null, url, artifactKey: value.key });
+				// Its row was deleted while it built: drop the artifact nobody will ask for.
+				if (count === 0 && !(await this.adapter.model.count({ where: { jobId } }))) await this.releaseArtifact(value.key);
+			},
+			/** Bring unfinished rows in line with their jobs (events may have been missed). */
+			async reconcile(this: any, minAgeMs = 0) {
+				const rows = await this.adapter.model.findAll({
+					where: { status: { [Op.in]: UNFINISHED }, updatedAt: { [Op.lte]: new Date(Date.now() - minAgeMs) } },
+				});
+				for (const model of rows) {
+					const row = model.get();
+					await this.serially(row.jobId ?? `row-${row.id}`, () => this.reconcileRow(row)).catch((err: Error) =>
+						this.logger.warn(`${spec.name} ${row.id}: reconcile failed: ${err.message}`),
+					);
+				}
+			},
+			async reconcileRow(this: any, row: Record<string, any>) {
+				const job: Job | undefined = row.jobId ? await this.queue.getJob(row.jobId) : undefined;
+				const state = job ? await job.getState() : "unknown";
+				if (job && state === "completed") return this.applyCompleted(row.jobId, job.returnvalue as JobOutcome);
+				if (job && state === "failed") return this.updateUnfinished(row.jobId, { status: "failed", error: job.failedReason || "failed" });
+				if (job && state === "active") return this.updateUnfinished(row.jobId, { status: "working", progress: clampProgress(job.progress) ?? row.progress });
+				if (job && state !== "unknown") return this.updateUnfinished(row.jobId, { status: "queued" });
+				// The job is gone (Redis lost, or never added): build it again under a new job.
+				const jobId = randomUUID();
+				const inputs = Object.fromEntries(Object.keys(spec.params).filter((k) => row[k] !== null && row[k] !== undefined).map((k) => [k, row[k]]));
+				await this.adapter.model.update({ jobId, status: "queued", progress: 0 }, { where: { id: row.id } });
+				await this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData, { jobId });
+				this.logger.warn(`${spec.name} ${row.id}: its job had disappeared from the queue; queued again`);
+			},
+		},
+		async started(this: any) {
+			await this.reconcile();
+			const interval = Number(this.settings.reconcileInterval);
+			if (interval > 0) {
+				this.reconcileTimer = setInterval(() => {
+					// Rows younger than one interval may still be between insert and enqueue.
+					this.reconcile(Math.min(interval, 10_000)).catch((err: Error) => this.logger.warn(`${spec.name}: reconcile failed: ${err.message}`));
+				}, interval);
+				this.reconcileTimer.unref();
+			}
+		},
+		async stopped(this: any) {
+			clearInterval(this.reconcileTimer);
+			await Promise.allSettled([...(this.eventChains?.values() ?? [])]);
+		},
+	};
+}
+
+/**
+ * Worker half: consumes the queue, runs `build` in a private work dir, uploads the file to
+ * `<name>/<id>/<artifactName>` and returns where it went; the manager writes the row. A client
+ * error (4xx) thrown by a build fails the job at once, anything else is retried by BullMQ.
+ */
+export function builderWorkerMixin(spec: WorkerSpec): Partial<ServiceSchema> {
+	const timeout = spec.timeout ?? 10 * 60 * 1000;
+	return {
+		mixins: [queueWorkerMixin(spec.name, { concurrency: spec.concurrency ?? 1, lockDuration: spec.lockDuration ?? 10_000 })],
+		methods: {
+			async processJob(this: any, job: Job<JobData>): Promise<JobOutcome> {
+				const { id, inputs } = job.data;
+				const config = configOf(this.broker);
+				const store = storeFor(config);
+				const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `cpp-${spec.name}-${id}-`));
+				const controller = new AbortController();
+				const timer = setTimeout(() => controller.abort(new Error(`build timed out after ${timeout} ms`)), timeout);
+				try {
+					const result = await spec.build({
+						id,
+						inputs,
+						workDir,
+						progress: (percent) => job.updateProgress(clampProgress(percent) ?? 0),
+						signal: controller.signal,
+						logger: this.logger,
+						store,
+						config,
+						broker: this.broker,
+					});
+					const key = artifactKeyOf(spec, id, inputs);
+					await store.putFile(key, result.file);
+					return { key, fields: result.fields ?? {} };
+				} catch (err) {
+					if (err instanceof Errors.MoleculerClientError) throw new UnrecoverableError(err.message);
+					if (controller.signal.aborted) throw new Error(String((controller.signal.reason as Error)?.message ?? "build aborted"));
+					throw err;
+				} finally {
+					clearTimeout(timer);
+					await fsp.rm(workDir, { recursive: true, force: true });
+				}
+			},
+		},
+	};
+}

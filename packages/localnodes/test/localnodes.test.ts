@@ -1,0 +1,65 @@
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+
+const SITE = "felicitas.pojtinger.swabia.sol";
+
+describe.each(DATABASES)("localnodes on %s", (database) => {
+	let provisioner: TestProvisioner;
+	const total = async () => (await (await provisioner.api("/localnodes")).json()).total as number;
+	beforeAll(async () => {
+		provisioner = await startTestProvisioner({ database, services: ["gateway", "localnodes"] });
+	});
+	afterAll(() => provisioner?.stop());
+
+	it("registers a node the way the seed's post-boot script does (query string, empty POST)", async () => {
+		const res = await fetch(`${provisioner.baseUrl}/api/localnodes?ip=192.168.178.152&artifactId=${SITE}&pingable=true`, { method: "POST" });
+		expect(res.status).toBe(201);
+		const row = await res.json();
+		expect(row).toMatchObject({ id: expect.any(Number), ip: "192.168.178.152", artifactId: SITE, pingable: true });
+		expect(await (await provisioner.api(`/localnodes/${row.id}`)).json()).toMatchObject({ ip: "192.168.178.152", artifactId: SITE });
+	});
+
+	it("updates the row when the same node registers again instead of duplicating it", async () => {
+		const first = await (await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.1.2.3", artifactId: SITE, pingable: true } })).json();
+		const before = await total();
+		const again = await provisioner.api("/localnodes?ip=10.1.2.3&artifactId=" + SITE + "&pingable=false", { method: "POST" });
+		expect(again.status).toBe(200);
+		expect(await again.json()).toMatchObject({ id: first.id, pingable: false });
+		expect(await total()).toBe(before);
+	});
+
+	it("keeps one row when the same node registers many times at once", async () => {
+		const before = await total();
+		const results = await Promise.all(
+			Array.from({ length: 8 }, () => provisioner.api("/localnodes", { method: "POST", json: { ip: "10.9.9.9", artifactId: SITE, pingable: true } })),
+		);
+		for (const res of results) expect([200, 201]).toContain(res.status);
+		const ids = new Set(await Promise.all(results.map(async (res) => (await res.json()).id)));
+		expect(ids.size).toBe(1);
+		expect(await total()).toBe(before + 1);
+	});
+
+	it("accepts IPv6 and the same IP at another site as another node", async () => {
+		expect((await provisioner.api("/localnodes", { method: "POST", json: { ip: "fd00::5", artifactId: SITE } })).status).toBe(201);
+		expect((await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.1.2.3", artifactId: "other.site" } })).status).toBe(201);
+	});
+
+	it.each([
+		["an invalid IPv4 address", "ip=10.0.0.500&artifactId=site", "ip"],
+		["a host name instead of an IP", "ip=example.com&artifactId=site", "ip"],
+		["a shell substitution", "ip=$(reboot)&artifactId=site", "ip"],
+		["a missing site tag", "ip=10.0.0.1", "artifactId"],
+		["a non-boolean pingable", "ip=10.0.0.1&artifactId=site&pingable=maybe", "pingable"],
+	])("refuses %s with a 422 naming the field and writes nothing", async (_what, query, field) => {
+		const before = await total();
+		const res = await fetch(`${provisioner.baseUrl}/api/localnodes?${query.replace("$(reboot)", encodeURIComponent("$(reboot)"))}`, { method: "POST" });
+		expect(res.status).toBe(422);
+		expect((await res.json()).data.map((d: { field: string }) => d.field)).toContain(field);
+		expect(await total()).toBe(before);
+	});
+
+	it("deletes a node and then answers 404", async () => {
+		const { id } = await (await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.7.7.7", artifactId: SITE } })).json();
+		expect((await provisioner.api(`/localnodes/${id}`, { method: "DELETE" })).status).toBe(200);
+		expect((await provisioner.api(`/localnodes/${id}`)).status).toBe(404);
+	});
+});
