@@ -53,6 +53,7 @@ export async function startTestProvisioner(options: TestProvisionerOptions = {})
 		DATA_DIR: dataDir,
 		LOG_LEVEL: process.env.CPP_TEST_LOG_LEVEL ?? "warn",
 		NODE_ID: `test-${process.pid}-${port}`,
+		AUTH: "off",
 		...options.env,
 	};
 	if (options.database === "postgres") env.DATABASE_URL = await freshPostgresDatabase();

@@ -82,13 +82,16 @@ function isRaw(body: unknown): body is { raw: string } {
 	return typeof body === "object" && body !== null && typeof (body as { raw?: unknown }).raw === "string";
 }
 
-/** Perform one seed call with fetch. */
-export function performSeedCall(call: SeedCall): Promise<Response> {
+/** Perform one seed call with fetch, as an operator holding `token` (when given). */
+export function performSeedCall(call: SeedCall, token?: string): Promise<Response> {
 	const url = new URL(call.url);
 	for (const [name, value] of Object.entries(call.query ?? {})) url.searchParams.set(name, value);
 	return fetch(url, {
 		method: call.method,
-		headers: call.body === undefined ? {} : { "Content-Type": "application/json" },
+		headers: {
+			...(call.body === undefined ? {} : { "Content-Type": "application/json" }),
+			...(token ? { Authorization: `Bearer ${token}` } : {}),
+		},
 		body: call.body === undefined ? undefined : isRaw(call.body) ? call.body.raw : JSON.stringify(call.body),
 	});
 }

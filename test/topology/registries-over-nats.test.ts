@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { generateToken, tokenEntry } from "@clusterplatform/core";
 import { freshPostgresDatabase } from "../support/provisioner";
 import { eventually, freePort } from "../support/ports";
 import { startServiceProcess, type ServiceProcess } from "../support/processes";
@@ -26,6 +27,7 @@ describeWithSeed("registries and gateway as separate processes over NATS with Po
 	let registries: ServiceProcess;
 	let baseUrl: string;
 	let env: Record<string, string>;
+	const token = generateToken();
 	const dataDirs: string[] = [];
 
 	const dataDir = () => {
@@ -34,15 +36,15 @@ describeWithSeed("registries and gateway as separate processes over NATS with Po
 		return dir;
 	};
 	const startRegistries = () => startServiceProcess(["start", ...REGISTRIES], { ...env, DATA_DIR: dataDir(), NODE_ID: `registries-${Date.now()}` });
-	const registriesServed = () =>
-		eventually(async () => (await fetch(`${baseUrl}/api/localnodes`)).status === 200, 30_000, "registries reachable through the gateway");
+	const authorized = (path: string) => fetch(`${baseUrl}/api${path}`, { headers: { Authorization: `Bearer ${token}` } });
+	const registriesServed = () => eventually(async () => (await authorized("/localnodes")).status === 200, 30_000, "registries reachable through the gateway");
 
 	beforeAll(async () => {
 		nats = await startNats();
 		const port = await freePort();
 		baseUrl = `http://127.0.0.1:${port}`;
 		env = { TRANSPORTER: nats.url, DATABASE_URL: await freshPostgresDatabase(), PUBLIC_URL: baseUrl };
-		gateway = startServiceProcess(["start", "gateway"], { ...env, PORT: String(port), HOST: "127.0.0.1", DATA_DIR: dataDir(), NODE_ID: "gateway" });
+		gateway = startServiceProcess(["start", "gateway"], { ...env, API_TOKENS: tokenEntry("operator", token, false), PORT: String(port), HOST: "127.0.0.1", DATA_DIR: dataDir(), NODE_ID: "gateway" });
 		registries = startRegistries();
 		await registriesServed();
 	}, 60_000);
@@ -74,7 +76,7 @@ describeWithSeed("registries and gateway as separate processes over NATS with Po
 				expect(registration.status).toBe(201);
 				created.localnodes = [];
 			}
-			const res = await performSeedCall(call);
+			const res = await performSeedCall(call, token);
 			const body = await res.text();
 			const what = `${call.method} ${call.url} (${call.title})`;
 			expect({ what, status: res.status }).toEqual({ what, status: call.method === "POST" ? 201 : 200 });
@@ -90,16 +92,25 @@ describeWithSeed("registries and gateway as separate processes over NATS with Po
 			}
 		}
 		expect(Object.keys(created).sort()).toEqual(["kickstarts", "localnodes", "mainscripts", "postbootscripts", "prebootscripts", "sshkeys", "subscripts"]);
+		// Booting hosts fetch without a token; anything that changes state needs one.
+		for (const registry of ["mainscripts", "subscripts", "kickstarts", "prebootscripts", "postbootscripts"]) {
+			const res = await fetch(`${baseUrl}/api/${registry}/1`);
+			expect({ registry, status: res.status, text: await res.text() }).toEqual({ registry, status: 200, text: created[registry]![0]!.text });
+		}
+		expect((await fetch(`${baseUrl}/api/sshkeys/2`)).status).toBe(403);
+		const anonymous = await performSeedCall(calls.find((call) => call.method === "POST" && call.url.endsWith("/mainscripts"))!);
+		expect(anonymous.status).toBe(401);
+		expect((await fetch(`${baseUrl}/api/mainscripts`)).status).toBe(401);
 	});
 
 	it("loses nothing when the registries process is killed and started again", async () => {
-		const before = await (await fetch(`${baseUrl}/api/mainscripts`)).json();
+		const before = await (await authorized("/mainscripts")).json();
 		expect(before.total).toBeGreaterThan(0);
 		await registries.kill();
-		await eventually(async () => (await fetch(`${baseUrl}/api/mainscripts`)).status >= 500 || undefined, 20_000, "gateway notices the registries are gone");
+		await eventually(async () => (await authorized("/mainscripts")).status >= 500 || undefined, 20_000, "gateway notices the registries are gone");
 		registries = startRegistries();
 		await registriesServed();
-		const after = await (await fetch(`${baseUrl}/api/mainscripts`)).json();
+		const after = await (await authorized("/mainscripts")).json();
 		expect(after.rows).toEqual(before.rows);
 		expect(await (await fetch(`${baseUrl}/api/mainscripts/1`)).text()).toBe(before.rows.find((r: { id: number }) => r.id === 1).text);
 	});

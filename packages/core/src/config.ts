@@ -34,6 +34,12 @@ export interface Config {
 	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 	/** Largest request body the gateway accepts, in bytes. */
 	bodyLimit: number;
+	/** Admin API needs a bearer token ("on", the default) or not ("off": a local lab only). */
+	auth: "on" | "off";
+	/** Accepted tokens as name:<sha256 hex>[:read] entries (API_TOKENS), besides the data dir's tokens file. */
+	apiTokens: string | null;
+	/** Key that seals private SSH keys at rest (SECRETS_KEY); a generated key file in the data dir when unset. */
+	secretsKey: string | null;
 	/** Site tag of a distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID). */
 	distributorArtifactId: string | null;
 }
@@ -79,6 +85,12 @@ function storeConfig(env: Env, dataDir: string): StoreConfig {
 	};
 }
 
+function authMode(env: Env): Config["auth"] {
+	const mode = optional(env, "AUTH") ?? "on";
+	if (mode !== "on" && mode !== "off") throw new ConfigError(`AUTH must be "on" or "off", got "${mode}"`);
+	return mode;
+}
+
 /** Typed configuration from environment variables; throws ConfigError naming the bad variable. */
 export function loadConfig(env: Env = process.env): Config {
 	const port = integer(env, "PORT", 3000, 0, 65535);
@@ -99,6 +111,9 @@ export function loadConfig(env: Env = process.env): Config {
 		store: storeConfig(env, dataDir),
 		logLevel,
 		bodyLimit: integer(env, "BODY_LIMIT", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+		auth: authMode(env),
+		apiTokens: optional(env, "API_TOKENS"),
+		secretsKey: optional(env, "SECRETS_KEY"),
 		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
 	};
 }

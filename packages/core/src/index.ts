@@ -11,3 +11,5 @@ export * from "./store";
 export * from "./queue";
 export * from "./redis";
 export * from "./builder";
+export * from "./auth";
+export * from "./secrets";

@@ -1,17 +1,44 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, invalid, textRegistryMixin } from "@clusterplatform/core";
+import { Errors } from "moleculer";
+import {
+	ARTIFACT_ID_PARAM,
+	BOOLEAN_PARAM,
+	configOf,
+	DataTypes,
+	ID_PARAM,
+	invalid,
+	NotFoundError,
+	respondText,
+	Sealer,
+	textRegistryMixin,
+	wantsJson,
+	type Caller,
+	type RequestMeta,
+} from "@clusterplatform/core";
 
 const PUBLIC_KEY = /^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?\r?\n?$/;
 const PRIVATE_KEY = /^-----BEGIN (OPENSSH|RSA|EC|DSA|ENCRYPTED)? ?PRIVATE KEY-----\r?\n[\s\S]+\r?\n-----END (OPENSSH|RSA|EC|DSA|ENCRYPTED)? ?PRIVATE KEY-----\r?\n?$/;
 
 interface KeyRow {
+	id: number;
 	text?: string;
 	private: boolean;
+	artifactId: string;
+}
+
+type KeyMeta = RequestMeta & { caller?: Caller | null };
+
+/** Private keys go only to a caller with a token that may change things (or to other services). */
+function assertMayReadPrivate(ctx: Context<unknown, KeyMeta>): void {
+	if (!ctx.meta.caller || ctx.meta.caller.readOnly) {
+		throw new Errors.MoleculerClientError("private keys need an admin token", 403, "FORBIDDEN", { field: "id" });
+	}
 }
 
 /**
- * /api/sshkeys: SSH keys by site (artifactId). Public keys go to nodes' authorized_keys; private
- * keys let a distributor reach its nodes. Lists never carry private key text.
+ * /api/sshkeys: SSH keys by site (artifactId). Public keys go to nodes' authorized_keys and are
+ * readable by booting hosts; private keys let a distributor reach its nodes: sealed at rest
+ * (AES-256-GCM, SECRETS_KEY), never in lists, never echoed back, readable only with an admin token.
  */
 export const SshkeysService: ServiceSchema = {
 	name: "sshkeys",
@@ -24,21 +51,62 @@ export const SshkeysService: ServiceSchema = {
 			params: { artifactId: ARTIFACT_ID_PARAM, private: { ...BOOLEAN_PARAM, default: false } },
 		}),
 	],
+	actions: {
+		get: {
+			async handler(this: any, ctx: Context<{ id: number }, KeyMeta>) {
+				const row: KeyRow = (await this.findOrFail(ctx.params.id)).get();
+				if (row.private) assertMayReadPrivate(ctx);
+				const text = this.openKey(row);
+				return wantsJson(ctx) ? { ...row, text } : respondText(ctx, text);
+			},
+		},
+		/** A site's private key in the clear, for the services that run scripts on its nodes. */
+		privateKey: {
+			visibility: "public",
+			params: { id: { ...ID_PARAM, optional: true }, artifactId: { ...ARTIFACT_ID_PARAM, optional: true } },
+			async handler(this: any, ctx: Context<{ id?: number; artifactId?: string }>) {
+				const where = ctx.params.id !== undefined ? { id: ctx.params.id, private: true } : { artifactId: ctx.params.artifactId, private: true };
+				const [row] = await this.adapter.model.findAll({ where, order: [["id", "DESC"]], limit: 1 });
+				if (!row) throw new NotFoundError("private sshkey", ctx.params.id ?? ctx.params.artifactId);
+				return { id: row.id, artifactId: row.artifactId, text: this.openKey(row.get()) };
+			},
+		},
+	},
+	methods: {
+		sealer(this: any): Sealer {
+			const config = configOf(this.broker);
+			this._sealer ??= Sealer.forDataDir(config.secretsKey, config.dataDir);
+			return this._sealer;
+		},
+		openKey(this: any, row: KeyRow): string {
+			return row.private && row.text && Sealer.isSealed(row.text) ? this.sealer().open(row.text) : (row.text ?? "");
+		},
+	},
 	hooks: {
 		before: {
-			create(ctx: Context<{ text: string; private: boolean }>) {
+			create(this: any, ctx: Context<{ text: string; private: boolean }>) {
 				const { text } = ctx.params;
 				if (ctx.params.private && !PRIVATE_KEY.test(text)) invalid("text", "is not a PEM/OpenSSH private key (-----BEGIN … PRIVATE KEY-----)");
 				if (!ctx.params.private && !PUBLIC_KEY.test(text)) invalid("text", "is not an OpenSSH public key line (e.g. \"ssh-ed25519 AAAA… comment\")");
+				if (ctx.params.private) ctx.params.text = this.sealer().seal(text);
 			},
 		},
 		after: {
+			create(_ctx: Context, row: KeyRow) {
+				return withoutPrivateText(row);
+			},
 			list(_ctx: Context, page: { rows: KeyRow[] }) {
-				page.rows = page.rows.map(({ text, ...row }) => (row.private ? row : { ...row, text }));
+				page.rows = page.rows.map(withoutPrivateText);
 				return page;
 			},
 		},
 	},
 };
+
+function withoutPrivateText(row: KeyRow): KeyRow {
+	if (!row.private) return row;
+	const { text: _sealed, ...rest } = row;
+	return rest;
+}
 
 export default SshkeysService;
