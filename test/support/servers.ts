@@ -52,11 +52,25 @@ export async function startRedis(): Promise<TestServer> {
 	};
 }
 
-export async function startNats(): Promise<TestServer> {
+export async function startNats(): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
 	const port = await freePort();
-	const child = spawn(findBinary("nats-server", ["/usr/bin", "/usr/sbin", "/usr/local/bin"]), ["-a", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
+	const launch = () => spawn(findBinary("nats-server", ["/usr/bin", "/usr/sbin", "/usr/local/bin"]), ["-a", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
+	let child = launch();
 	await waitForPort(port);
-	return { url: `nats://127.0.0.1:${port}`, port, pid: child.pid!, stop: () => stopChild(child) };
+	return {
+		url: `nats://127.0.0.1:${port}`,
+		port,
+		get pid() {
+			return child.pid!;
+		},
+		async restart(downtimeMs = 1000) {
+			await stopChild(child);
+			await new Promise((r) => setTimeout(r, downtimeMs));
+			child = launch();
+			await waitForPort(port);
+		},
+		stop: () => stopChild(child),
+	};
 }
 
 function postgresBinDir(): string {
@@ -75,8 +89,14 @@ function postgresUser(): { uid?: number; gid?: number } {
 	return { uid, gid };
 }
 
+export interface PostgresServer extends TestServer {
+	createDatabase(name: string): Promise<string>;
+	/** Stop the server (fast shutdown, data kept) and start it again on the same port. */
+	restart(downtimeMs?: number): Promise<void>;
+}
+
 /** A throwaway PostgreSQL cluster: initdb into a temp dir, trust auth, loopback port only. */
-export async function startPostgres(): Promise<TestServer & { createDatabase(name: string): Promise<string> }> {
+export async function startPostgres(): Promise<PostgresServer> {
 	const bin = postgresBinDir();
 	const user = postgresUser();
 	const dir = tempDir("cpp-pg-");
@@ -85,18 +105,22 @@ export async function startPostgres(): Promise<TestServer & { createDatabase(nam
 	const initdb = spawnSync(path.join(bin, "initdb"), ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"], { ...user, encoding: "utf8" });
 	if (initdb.status !== 0) throw new Error(`initdb failed: ${initdb.stderr}`);
 	const port = await freePort();
-	const child = spawn(
-		path.join(bin, "postgres"),
-		["-D", data, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${dir}`, "-c", "fsync=off", "-c", "max_connections=200"],
-		{ ...user, stdio: "ignore" },
-	);
+	const launch = () =>
+		spawn(
+			path.join(bin, "postgres"),
+			["-D", data, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${dir}`, "-c", "fsync=off", "-c", "max_connections=200"],
+			{ ...user, stdio: "ignore" },
+		);
+	let child = launch();
 	await waitForPort(port);
 	const base = `postgres://postgres@127.0.0.1:${port}`;
 	const psql = path.join(bin, "psql");
 	return {
 		url: `${base}/postgres`,
 		port,
-		pid: child.pid!,
+		get pid() {
+			return child.pid!;
+		},
 		async createDatabase(name: string) {
 			if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
 			// Retry while the server is still finishing its start-up.
@@ -106,6 +130,12 @@ export async function startPostgres(): Promise<TestServer & { createDatabase(nam
 				if (attempt > 50) throw new Error(`CREATE DATABASE failed: ${result.stderr}`);
 				await new Promise((r) => setTimeout(r, 100));
 			}
+		},
+		async restart(downtimeMs = 1000) {
+			await stopChild(child, "SIGINT", 10_000);
+			await new Promise((r) => setTimeout(r, downtimeMs));
+			child = launch();
+			await waitForPort(port);
 		},
 		async stop() {
 			await stopChild(child, "SIGINT", 10_000);
