@@ -3,10 +3,12 @@ import { ConfigError, loadConfig } from "@clusterplatform/core";
 import { CATALOGUE } from "./catalogue";
 import { checkHealth } from "./health";
 import { startProvisioner } from "./launcher";
+import { ensureFirstToken, tokenCommand } from "./token";
 
 const USAGE = `Usage: clusterplatform start [service …]
        clusterplatform distributor
        clusterplatform health [node-id] [--timeout=ms]
+       clusterplatform token create|entry [--name=N] [--read-only] [token]
 
 Runs the named services (default: all of them) in one process on the configuration in the
 environment: PORT (3000), DATA_DIR (./data), TRANSPORTER (in-process), DATABASE_URL (SQLite),
@@ -20,7 +22,9 @@ Services: ${Object.keys(CATALOGUE).join(", ")}`;
 
 async function start(names: string[]): Promise<void> {
 	const config = loadConfig();
+	const firstToken = names.length === 0 || names.includes("gateway") ? ensureFirstToken(config) : null;
 	const provisioner = await startProvisioner(config, names);
+	if (firstToken) console.log(`clusterplatform: admin API token (shown once; its hash is kept in ${config.dataDir}/auth/tokens): ${firstToken}`);
 	if (provisioner.port !== null) console.log(`clusterplatform: API at ${config.publicUrl}/api (listening on ${config.host}:${provisioner.port})`);
 	let stopping = false;
 	const stop = async (signal: string) => {
@@ -61,6 +65,9 @@ async function main(argv: string[]): Promise<void> {
 			return distributor();
 		case "health":
 			return health(rest);
+		case "token":
+			console.log(tokenCommand(loadConfig(), rest));
+			return;
 		case undefined:
 		case "help":
 		case "--help":

@@ -118,14 +118,17 @@ export const LocalnodesService: ServiceSchema = {
 		/** The key named in the request, or else the newest private key stored for the node's site. */
 		async privateKeyFor(this: any, ctx: Context<ScriptRequest>, artifactId: string): Promise<string> {
 			if (ctx.params.privateKey) return ctx.params.privateKey;
-			if (ctx.params.sshkeyId !== undefined) {
-				const key = await ctx.call<{ text: string; private: boolean }, { id: number }>("sshkeys.get", { id: ctx.params.sshkeyId }, { meta: { accept: "application/json" } });
-				if (!key.private) invalid("sshkeyId", `sshkey ${ctx.params.sshkeyId} is a public key; name a private one`);
+			const byId = ctx.params.sshkeyId !== undefined;
+			const query = byId ? { id: ctx.params.sshkeyId } : { artifactId };
+			try {
+				// sshkeys keeps private keys sealed at rest and opens them only for services.
+				const key = await ctx.call<{ text: string }, typeof query>("sshkeys.privateKey", query);
 				return key.text;
+			} catch (err) {
+				if ((err as Error).name !== "NotFoundError" && (err as Error).name !== "ServiceNotFoundError") throw err;
+				if (byId) invalid("sshkeyId", `no private sshkey ${ctx.params.sshkeyId}`);
+				invalid("privateKey", `is required: send privateKey or sshkeyId, or store a private key for site "${artifactId}" in /api/sshkeys`);
 			}
-			const [stored] = await ctx.call<{ text: string }[], unknown>("sshkeys.find", { query: { artifactId, private: true }, sort: "-id", limit: 1 }).catch(() => []);
-			if (!stored) invalid("privateKey", `is required: send privateKey or sshkeyId, or store a private key for site "${artifactId}" in /api/sshkeys`);
-			return stored.text;
 		},
 		/** The node of an online distributor of the site; 503 when there is none. */
 		async distributorOf(this: any, ctx: Context, artifactId: string): Promise<string> {
@@ -148,7 +151,8 @@ export const LocalnodesService: ServiceSchema = {
 			return this.reachabilityRun;
 		},
 		async checkAllSites(this: any): Promise<void> {
-			if (!this.adapter?.model) return;
+			// Without a distributors manager in the cluster there is nobody to check from.
+			if (!this.adapter?.model || !this.broker.registry.getActionEndpoints("distributors.siteNode")?.hasAvailable()) return;
 			const rows = (await this.adapter.find({ query: {} })).map((r: any) => r.get({ plain: true }));
 			const sites = new Map<string, { id: number; ip: string }[]>();
 			for (const row of rows) sites.set(row.artifactId, [...(sites.get(row.artifactId) ?? []), row]);

@@ -1,0 +1,197 @@
+import type { Context, ServiceSchema } from "moleculer";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, Op, UnavailableError, entityMixin, invalid } from "@clusterplatform/core";
+import { STATE_EVENT, WORKER_SERVICE, type DistributorSettings, type WorkerStatus } from "./worker";
+import { DEVICE_PATTERN, checkUrl } from "./validation";
+
+/** How often the manager re-reads which workers are connected (and stamps lastSeen). */
+const SYNC_INTERVAL_MS = 10_000;
+/** Downloading two iPXE binaries and restarting dnsmasq on the worker. */
+const CONFIGURE_TIMEOUT_MS = 180_000;
+const STATUS_TIMEOUT_MS = 30_000;
+
+const URL_RULE = (field: string, optional = false) => ({
+	type: "string",
+	optional,
+	nullable: optional,
+	custom: (value: unknown, errors: { type: string; actual: unknown; field?: string; message?: string }[]) => {
+		if (value === null || value === undefined) return value;
+		try {
+			checkUrl(field, value);
+		} catch (err) {
+			errors.push({ type: "url", actual: value, message: (err as Error).message.replace(/^[^:]+: /, "") });
+		}
+		return value;
+	},
+});
+
+const IPV4_RULE = {
+	type: "string",
+	pattern: /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/,
+	messages: { stringPattern: "The 'range' field must be an IPv4 address on the LAN (e.g. its router, 192.168.178.1)." },
+};
+
+/** The seed sends "artifactId": 1 along with commands; any value is accepted, a different site tag is not. */
+const ARTIFACT_ID_ECHO = { type: "any", optional: true };
+
+interface WorkerEntry {
+	nodeID: string;
+	identity: string;
+	artifactId: string;
+}
+
+/**
+ * /api/distributors: one row per distributor worker (its site tag and persisted identity; a
+ * restarted worker keeps its row). Rows appear when a worker connects and show online:false
+ * and lastSeen when it is gone. PUT /:id and PUT /:id/status are carried out by that row's own
+ * worker node, never by another.
+ */
+export const DistributorsService: ServiceSchema = {
+	name: "distributors",
+	mixins: [
+		entityMixin({
+			name: "distributors",
+			fields: {
+				artifactId: { type: DataTypes.STRING(253), allowNull: false },
+				identity: { type: DataTypes.STRING(64), allowNull: false, unique: true },
+				nodeID: { type: DataTypes.STRING(255), allowNull: false },
+				online: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
+				lastSeen: { type: DataTypes.DATE, allowNull: true },
+				on: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
+				state: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "off" },
+				stateReason: { type: DataTypes.TEXT, allowNull: true },
+				device: { type: DataTypes.STRING(15), allowNull: true },
+				range: { type: DataTypes.STRING(15), allowNull: true },
+				ipxePxeUefiUrl: { type: DataTypes.STRING(1024), allowNull: true },
+				ipxePxeBiosUrl: { type: DataTypes.STRING(1024), allowNull: true },
+				scriptUrl: { type: DataTypes.STRING(1024), allowNull: true },
+			},
+			// Rows are made by workers connecting, not by clients.
+			params: {},
+		}),
+	],
+	actions: {
+		create: false,
+		update: {
+			rest: "PUT /:id",
+			params: {
+				id: ID_PARAM,
+				ipxePxeUefiUrl: URL_RULE("ipxePxeUefiUrl"),
+				ipxePxeBiosUrl: URL_RULE("ipxePxeBiosUrl"),
+				device: { type: "string", pattern: DEVICE_PATTERN, messages: { stringPattern: "The 'device' field must be a network interface name (letters, digits, '_', '.', '-'; at most 15)." } },
+				range: IPV4_RULE,
+				scriptUrl: URL_RULE("scriptUrl", true),
+				artifactId: ARTIFACT_ID_ECHO,
+				$$strict: true,
+			},
+			async handler(this: any, ctx: Context<DistributorSettings & { id: number; artifactId?: unknown }>) {
+				const row = await this.commandable(ctx.params.id, ctx.params.artifactId);
+				const settings: DistributorSettings = {
+					ipxePxeUefiUrl: ctx.params.ipxePxeUefiUrl,
+					ipxePxeBiosUrl: ctx.params.ipxePxeBiosUrl,
+					device: ctx.params.device,
+					range: ctx.params.range,
+					scriptUrl: ctx.params.scriptUrl ?? null,
+				};
+				const status: WorkerStatus = await ctx.call(`${WORKER_SERVICE}.configure`, settings, { nodeID: row.nodeID, timeout: CONFIGURE_TIMEOUT_MS });
+				return this.record(ctx, row.id, { ...settings, ...this.stateColumns(status) });
+			},
+		},
+		setStatus: {
+			rest: "PUT /:id/status",
+			params: { id: ID_PARAM, on: BOOLEAN_PARAM, artifactId: ARTIFACT_ID_ECHO, $$strict: true },
+			async handler(this: any, ctx: Context<{ id: number; on: boolean; artifactId?: unknown }>) {
+				const row = await this.commandable(ctx.params.id, ctx.params.artifactId);
+				const status: WorkerStatus = await ctx.call(`${WORKER_SERVICE}.setStatus`, { on: ctx.params.on }, { nodeID: row.nodeID, timeout: STATUS_TIMEOUT_MS });
+				return this.record(ctx, row.id, this.stateColumns(status));
+			},
+		},
+		/** The node of an online distributor for a site (localnodes runs scripts through it). */
+		siteNode: {
+			visibility: "public",
+			params: { artifactId: ARTIFACT_ID_PARAM },
+			async handler(this: any, ctx: Context<{ artifactId: string }>): Promise<{ id: number; nodeID: string }> {
+				const rows = await this.adapter.find({ query: { artifactId: ctx.params.artifactId, online: true }, sort: ["-lastSeen"] });
+				const live = rows.map((r: any) => r.get({ plain: true })).find((r: any) => this.isWorkerNode(r.nodeID));
+				if (!live) throw new UnavailableError(`no distributor for site "${ctx.params.artifactId}" is online`, { artifactId: ctx.params.artifactId });
+				return { id: live.id, nodeID: live.nodeID };
+			},
+		},
+	},
+	events: {
+		"$services.changed": {
+			handler(this: any) {
+				this.requestSync();
+			},
+		},
+		"$node.disconnected": {
+			handler(this: any) {
+				this.requestSync();
+			},
+		},
+		[STATE_EVENT]: {
+			async handler(this: any, ctx: Context<WorkerStatus>) {
+				const row = await this.adapter.findOne({ where: { identity: ctx.params.identity } });
+				if (row) await this.record(ctx, row.id, this.stateColumns(ctx.params));
+			},
+		},
+	},
+	methods: {
+		stateColumns(status: WorkerStatus) {
+			return { on: status.on, state: status.state, stateReason: status.reason };
+		},
+		async record(this: any, ctx: Context, id: number, changes: Record<string, unknown>) {
+			const row = await this.adapter.updateById(id, { $set: changes });
+			const json = await this.transformDocuments(ctx, {}, row);
+			await this.entityChanged("updated", json, ctx);
+			return json;
+		},
+		/** The row, if its worker is connected now; 503 otherwise (a command is never sent elsewhere). */
+		async commandable(this: any, id: number, artifactId: unknown) {
+			const row = (await this.findOrFail(id)).get({ plain: true });
+			if (typeof artifactId === "string" && artifactId !== row.artifactId) invalid("artifactId", `distributor ${id} belongs to site "${row.artifactId}", not "${artifactId}"`);
+			if (!this.isWorkerNode(row.nodeID)) throw new UnavailableError(`distributor ${id} (${row.artifactId}) is offline${row.lastSeen ? `, last seen ${new Date(row.lastSeen).toISOString()}` : ""}`, { id });
+			return row;
+		},
+		isWorkerNode(this: any, nodeID: string): boolean {
+			return this.connectedWorkers().some((w: WorkerEntry) => w.nodeID === nodeID);
+		},
+		connectedWorkers(this: any): WorkerEntry[] {
+			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
+			return services
+				.filter((s: any) => s.name === WORKER_SERVICE && s.metadata?.identity && s.metadata?.artifactId)
+				.map((s: any) => ({ nodeID: s.nodeID, identity: String(s.metadata.identity), artifactId: String(s.metadata.artifactId) }));
+		},
+		/** Serialised: the registry fires bursts of changes, and each sync reads then writes rows. */
+		requestSync(this: any): Promise<void> {
+			this.syncing = (this.syncing ?? Promise.resolve()).then(() => this.syncWorkers()).catch((err: Error) => this.logger.warn(`distributor sync failed: ${err.message}`));
+			return this.syncing;
+		},
+		async syncWorkers(this: any): Promise<void> {
+			if (!this.adapter?.model) return;
+			const workers: WorkerEntry[] = this.connectedWorkers();
+			const now = new Date();
+			for (const worker of workers) {
+				const existing = await this.adapter.findOne({ where: { identity: worker.identity } });
+				const fresh = !existing || !existing.online || existing.nodeID !== worker.nodeID;
+				const changes = { artifactId: worker.artifactId, nodeID: worker.nodeID, online: true, lastSeen: now };
+				const id = existing ? existing.id : (await this.adapter.insert({ identity: worker.identity, ...changes })).id;
+				if (existing) await this.adapter.updateById(id, { $set: changes });
+				if (fresh) {
+					// A worker that (re)connects reports what it is doing, e.g. serving since before.
+					const status: WorkerStatus | null = await this.broker.call(`${WORKER_SERVICE}.status`, {}, { nodeID: worker.nodeID, timeout: 10_000 }).catch(() => null);
+					if (status) await this.adapter.updateById(id, { $set: { ...this.stateColumns(status), ...(status.settings ?? {}) } });
+				}
+			}
+			const gone = await this.adapter.find({ query: { online: true, identity: { [Op.notIn]: workers.map((w) => w.identity).concat([""]) } } });
+			for (const row of gone) await this.adapter.updateById(row.id, { $set: { online: false } });
+		},
+	},
+	started(this: any) {
+		this.syncTimer = setInterval(() => void this.requestSync(), SYNC_INTERVAL_MS);
+		void this.requestSync();
+	},
+	async stopped(this: any) {
+		clearInterval(this.syncTimer);
+		await this.syncing;
+	},
+};

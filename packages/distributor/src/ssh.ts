@@ -1,0 +1,135 @@
+import crypto from "node:crypto";
+import { Errors } from "moleculer";
+import { Client, utils } from "ssh2";
+import { invalid } from "@clusterplatform/core";
+
+export interface ScriptRun {
+	host: string;
+	port?: number;
+	privateKey: string;
+	script: string;
+	/** The host key fingerprint recorded on first use; a different one is refused. */
+	expectedHostKey?: string | null;
+	timeoutMs: number;
+}
+
+export interface ScriptResult {
+	code: number | null;
+	signal: string | null;
+	stdout: string;
+	stderr: string;
+	/** SHA256 fingerprint of the host key the node presented. */
+	hostKey: string;
+}
+
+/** Output beyond this is cut (and says so) so one chatty script cannot exhaust the worker. */
+const OUTPUT_LIMIT = 1024 * 1024;
+
+export class HostKeyChangedError extends Errors.MoleculerClientError {
+	constructor(host: string, expected: string, presented: string) {
+		super(
+			`host key of ${host} changed: recorded ${expected}, presented ${presented}; refusing to connect (if the node was really reinstalled, DELETE its localnode and let it register again)`,
+			409,
+			"HOST_KEY_CHANGED",
+			{ host, expected, presented },
+		);
+		this.name = "HostKeyChangedError";
+	}
+}
+
+export class ScriptTimeoutError extends Errors.MoleculerError {
+	constructor(host: string, timeoutMs: number) {
+		super(`script on ${host} did not finish within ${timeoutMs} ms`, 504, "SCRIPT_TIMEOUT", { host, timeoutMs });
+		this.name = "ScriptTimeoutError";
+	}
+}
+
+export class SshFailedError extends Errors.MoleculerError {
+	constructor(host: string, reason: string) {
+		super(`SSH to ${host} failed: ${reason}`, 502, "SSH_FAILED", { host });
+		this.name = "SshFailedError";
+	}
+}
+
+export function fingerprint(key: Buffer): string {
+	return `SHA256:${crypto.createHash("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
+}
+
+/** A private key ssh2 can use (OpenSSH or PEM, unencrypted); a 422 naming the field otherwise. */
+export function checkPrivateKey(field: string, text: string): void {
+	const parsed = utils.parseKey(text);
+	if (parsed instanceof Error) invalid(field, `is not a usable private key: ${parsed.message}`);
+	const keys = Array.isArray(parsed) ? parsed : [parsed];
+	if (!keys.length || !keys[0]!.isPrivateKey()) invalid(field, "is not a private key");
+}
+
+function capped(chunks: Buffer[], size: number): string {
+	const text = Buffer.concat(chunks).toString("utf8");
+	return size > OUTPUT_LIMIT ? `${text}\n[output cut at ${OUTPUT_LIMIT} bytes]` : text;
+}
+
+/**
+ * Run a script as root over SSH (the script goes to `sh -s` on stdin, never into a command
+ * line). The key stays in memory. Trust on first use: the caller records the returned hostKey
+ * and passes it back next time.
+ */
+export function runScriptOverSsh(run: ScriptRun): Promise<ScriptResult> {
+	checkPrivateKey("privateKey", run.privateKey);
+	return new Promise<ScriptResult>((resolve, reject) => {
+		const conn = new Client();
+		let presented = "";
+		let refused: Error | null = null;
+		let settled = false;
+		const out: Buffer[] = [];
+		const err: Buffer[] = [];
+		let outSize = 0;
+		let errSize = 0;
+		const finish = (error: Error | null, result?: ScriptResult) => {
+			if (settled) return;
+			settled = true;
+			clearTimeout(timer);
+			conn.end();
+			if (error) reject(error);
+			else resolve(result!);
+		};
+		const timer = setTimeout(() => finish(new ScriptTimeoutError(run.host, run.timeoutMs)), run.timeoutMs);
+		conn.on("ready", () => {
+			conn.exec("/bin/sh -s", (execErr, stream) => {
+				if (execErr) return finish(new SshFailedError(run.host, execErr.message));
+				let code: number | null = null;
+				let signal: string | null = null;
+				stream.on("data", (chunk: Buffer) => {
+					outSize += chunk.length;
+					if (outSize <= OUTPUT_LIMIT) out.push(chunk);
+				});
+				stream.stderr.on("data", (chunk: Buffer) => {
+					errSize += chunk.length;
+					if (errSize <= OUTPUT_LIMIT) err.push(chunk);
+				});
+				stream.on("exit", (exitCode: number | null, exitSignal?: string) => {
+					code = exitCode;
+					signal = exitSignal ?? null;
+				});
+				stream.on("close", () => finish(null, { code, signal, stdout: capped(out, outSize), stderr: capped(err, errSize), hostKey: presented }));
+				stream.end(run.script);
+			});
+		});
+		conn.on("error", (error) => finish(refused ?? new SshFailedError(run.host, error.message)));
+		conn.on("close", () => finish(refused ?? new SshFailedError(run.host, "connection closed before the script finished")));
+		conn.connect({
+			host: run.host,
+			port: run.port ?? 22,
+			username: "root",
+			privateKey: run.privateKey,
+			readyTimeout: Math.min(run.timeoutMs, 30_000),
+			hostVerifier: (key: Buffer) => {
+				presented = fingerprint(key);
+				if (run.expectedHostKey && run.expectedHostKey !== presented) {
+					refused = new HostKeyChangedError(run.host, run.expectedHostKey, presented);
+					return false;
+				}
+				return true;
+			},
+		});
+	});
+}

@@ -1,0 +1,179 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { loadConfig, storeFor } from "@clusterplatform/core";
+import { startProvisioner, type RunningProvisioner } from "@clusterplatform/cli";
+import { eventually } from "../../../test/support/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { startNats, type TestServer } from "../../../test/support/servers";
+
+const SITE = "felicitas.pojtinger.swabia.sol";
+const OTHER_SITE = "other.site.example";
+const BIOS = "/usr/lib/ipxe/undionly.kpxe";
+const UEFI = "/usr/lib/ipxe/ipxe.efi";
+
+interface Worker {
+	dataDir: string;
+	nodeId: string;
+	running: RunningProvisioner | null;
+	start(): Promise<void>;
+	stop(): Promise<void>;
+}
+
+/** A distributor worker in its own broker (as on another machine), talking to the manager over NATS. */
+function worker(nats: string, site: string, name: string): Worker {
+	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `cpp-distributor-${name}-`));
+	const w: Worker = {
+		dataDir,
+		nodeId: `worker-${name}-${process.pid}`,
+		running: null,
+		async start() {
+			// A restart is a new process: a new node instance under a new node ID, same data dir.
+			w.nodeId = `worker-${name}-${process.pid}-${Date.now()}`;
+			const env = { TRANSPORTER: nats, CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: site, DATA_DIR: dataDir, NODE_ID: w.nodeId, LOG_LEVEL: "warn", PORT: "0" };
+			w.running = await startProvisioner(loadConfig(env), ["distributor-worker"]);
+		},
+		async stop() {
+			await w.running?.stop();
+			w.running = null;
+		},
+	};
+	return w;
+}
+
+describe.each(DATABASES)("distributors over NATS on %s", (database) => {
+	let nats: TestServer;
+	let provisioner: TestProvisioner;
+	let site: Worker;
+	let other: Worker;
+	let biosUrl: string;
+	let uefiUrl: string;
+
+	const rowOf = async (w: Worker) => {
+		const res = await provisioner.api(`/distributors?search=${encodeURIComponent(w === site ? SITE : OTHER_SITE)}&searchFields=artifactId`);
+		const page = await res.json();
+		return page.rows as Record<string, any>[];
+	};
+	const seedBody = (extra: Record<string, unknown> = {}) => ({ ipxePxeUefiUrl: uefiUrl, ipxePxeBiosUrl: biosUrl, artifactId: 1, device: "lo", range: "127.0.0.1", ...extra });
+
+	beforeAll(async () => {
+		nats = await startNats();
+		provisioner = await startTestProvisioner({ database, services: ["gateway", "distributors", "localnodes", "sshkeys", "sshkey"], env: { TRANSPORTER: nats.url } });
+		const store = storeFor(provisioner.config);
+		biosUrl = (await store.putFile("boot/undionly.kpxe", BIOS)).url;
+		uefiUrl = (await store.putFile("boot/ipxe.efi", UEFI)).url;
+		site = worker(nats.url, SITE, "site");
+		other = worker(nats.url, OTHER_SITE, "other");
+		await Promise.all([site.start(), other.start()]);
+	});
+	afterAll(async () => {
+		await site?.stop();
+		await other?.stop();
+		await provisioner?.stop();
+		await nats?.stop();
+		for (const w of [site, other]) if (w) fs.rmSync(w.dataDir, { recursive: true, force: true });
+	});
+
+	it("lists a connected worker as its site's distributor, searchable by artifactId as in the seed", async () => {
+		const [row] = await eventually(async () => {
+			const rows = await rowOf(site);
+			return rows.length === 1 && rows[0]!.online ? rows : undefined;
+		}, 20_000, "distributor row");
+		expect(row).toMatchObject({ artifactId: SITE, nodeID: site.nodeId, online: true, on: false, state: "off" });
+		expect(Date.parse(row!.lastSeen)).toBeGreaterThan(Date.now() - 60_000);
+		const got = await (await provisioner.api(`/distributors/${row!.id}`)).json();
+		expect(got).toMatchObject({ id: row!.id, artifactId: SITE });
+	});
+
+	it("configures exactly the addressed worker from the seed's PUT body", async () => {
+		const [row] = await rowOf(site);
+		await eventually(async () => (await rowOf(other)).length === 1, 20_000, "other distributor row");
+		const res = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody() });
+		expect(res.status).toBe(200);
+		expect(await res.json()).toMatchObject({ id: row!.id, device: "lo", range: "127.0.0.1", ipxePxeBiosUrl: biosUrl, ipxePxeUefiUrl: uefiUrl, on: false });
+		const dir = path.join(site.dataDir, "distributor");
+		expect(fs.readFileSync(path.join(dir, "tftp", "undionly.kpxe")).equals(fs.readFileSync(BIOS))).toBe(true);
+		expect(fs.readFileSync(path.join(dir, "tftp", "ipxe.efi")).equals(fs.readFileSync(UEFI))).toBe(true);
+		const conf = fs.readFileSync(path.join(dir, "dnsmasq.conf"), "utf8");
+		expect(conf).toContain("interface=lo\n");
+		expect(conf).toContain("dhcp-range=127.0.0.0,proxy,255.0.0.0\n");
+		// The other site's worker was not touched.
+		expect(fs.existsSync(path.join(other.dataDir, "distributor", "dnsmasq.conf"))).toBe(false);
+	});
+
+	it.each([
+		[{ device: "nosuch0" }, "device", "no interface"],
+		[{ device: "lo;reboot" }, "device", ""],
+		[{ range: "10.213.250.1" }, "range", "not on a network of lo"],
+		[{ range: "300.1.1.1" }, "range", ""],
+		[{ ipxePxeBiosUrl: "ftp://127.0.0.1/undionly.kpxe" }, "ipxePxeBiosUrl", "http"],
+		[{ ipxePxeUefiUrl: "http://127.0.0.1:1/a,dhcp-boot=evil" }, "ipxePxeUefiUrl", "characters"],
+		[{ artifactId: OTHER_SITE }, "artifactId", "belongs to site"],
+		[{ scriptUrl: "javascript:alert(1)" }, "scriptUrl", ""],
+		[{ surprise: true }, "surprise", ""],
+	])("refuses %j with a 422 naming the field, leaving the last configuration in place", async (change, field, reason) => {
+		const [row] = await rowOf(site);
+		const confFile = path.join(site.dataDir, "distributor", "dnsmasq.conf");
+		const before = fs.readFileSync(confFile, "utf8");
+		const res = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody(change) });
+		expect(res.status).toBe(422);
+		const body = await res.json();
+		expect(JSON.stringify(body.data)).toContain(field);
+		expect(body.message).toContain(reason);
+		expect(fs.readFileSync(confFile, "utf8")).toBe(before);
+	});
+
+	it("names the URL that could not be downloaded", async () => {
+		const [row] = await rowOf(site);
+		const res = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody({ ipxePxeBiosUrl: `${provisioner.baseUrl}/api/artifacts/boot/missing.kpxe` }) });
+		expect(res.status).toBe(422);
+		expect((await res.json()).message).toMatch(/ipxePxeBiosUrl: download failed: HTTP 404/);
+	});
+
+	it("refuses to switch on a distributor that was never configured", async () => {
+		const [row] = await rowOf(other);
+		const res = await provisioner.api(`/distributors/${row!.id}/status`, { method: "PUT", json: { on: true, artifactId: 1 } });
+		expect(res.status).toBe(409);
+		expect((await res.json()).message).toMatch(/not configured/);
+	});
+
+	it("shows a stopped worker offline with its lastSeen, answers 503 for it, and keeps one row across a restart", async () => {
+		const [before] = await rowOf(other);
+		await other.stop();
+		const offline = await eventually(async () => {
+			const [row] = await rowOf(other);
+			return row && !row.online ? row : undefined;
+		}, 20_000, "offline row");
+		expect(offline.lastSeen).toBeTruthy();
+		const res = await provisioner.api(`/distributors/${before!.id}/status`, { method: "PUT", json: { on: false, artifactId: 1 } });
+		expect(res.status).toBe(503);
+		expect((await res.json()).message).toMatch(/offline/);
+		await other.start();
+		const again = await eventually(async () => {
+			const rows = await rowOf(other);
+			return rows.length === 1 && rows[0]!.online && rows[0]!.nodeID === other.nodeId ? rows[0] : undefined;
+		}, 20_000, "row back online");
+		expect(again!.id).toBe(before!.id);
+	});
+
+	it("answers 503 for a script on a node whose site has no distributor, and 422 without a key", async () => {
+		const node = await (await provisioner.api("/localnodes", { method: "POST", json: { ip: "127.0.0.9", artifactId: "nobody.here", pingable: true } })).json();
+		const noDistributor = await provisioner.api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n" } });
+		expect(noDistributor.status).toBe(503);
+		expect((await noDistributor.json()).message).toMatch(/no distributor for site "nobody.here"/);
+		await eventually(async () => (await rowOf(site))[0]?.online, 20_000, "site distributor online");
+		const onSite = await (await provisioner.api("/localnodes", { method: "POST", json: { ip: "127.0.0.10", artifactId: SITE, pingable: true } })).json();
+		const noKey = await provisioner.api(`/localnodes/${onSite.id}/script`, { method: "PUT", json: { script: "uname -r" } });
+		expect(noKey.status).toBe(422);
+		expect((await noKey.json()).message).toMatch(/privateKey: is required/);
+		// With no key in the request, the site's newest stored private key is used (here SSH then fails: nobody is at that address).
+		const keys = await (await provisioner.api("/sshkey")).json();
+		expect((await provisioner.api("/sshkeys", { method: "POST", json: { text: keys.privateKey, artifactId: SITE, private: true } })).status).toBe(201);
+		const storedKey = await provisioner.api(`/localnodes/${onSite.id}/script`, { method: "PUT", json: { script: "uname -r", timeout: 3 } });
+		expect(storedKey.status).toBe(502);
+		expect((await storedKey.json()).message).toMatch(/^SSH to 127\.0\.0\.10 failed/);
+		const badKey = await provisioner.api(`/localnodes/${onSite.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: "not a key" } });
+		expect(badKey.status).toBe(422);
+		expect((await badKey.json()).message).toMatch(/privateKey/);
+	});
+});
