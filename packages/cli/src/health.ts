@@ -1,13 +1,18 @@
+import { randomUUID } from "node:crypto";
 import os from "node:os";
+import { connect, type NatsConnection } from "nats";
 import { ConfigError, createBroker, type Config } from "@clusterplatform/core";
 
 /**
  * Health of a running provisioner process, for container probes (`clusterplatform health`).
  *
  * - In-process mode (no TRANSPORTER): the process serves the gateway, so its /api/health answers.
- * - Over NATS: most services listen on no port. The probe joins the transporter as a short-lived
- *   node and pings the process's node (NODE_ID; in a container without it, `<hostname>-1`, the
- *   default id of PID 1). A pong proves the process's event loop and its NATS link both work.
+ * - Over NATS: most services listen on no port. The probe sends the process's node (NODE_ID; in a
+ *   container without it, `<hostname>-1`, the default id of PID 1) a Moleculer PING packet on NATS
+ *   and waits for its PONG: proof that the process's event loop and its NATS link both work. The
+ *   probe does not join the cluster as a node (no INFO/DISCONNECT traffic, no "node connected"
+ *   logs and service-list churn on every node each time a probe runs); the packets are made with the
+ *   broker's own serializer and topic names, so they follow the configured protocol.
  */
 export interface HealthResult {
 	ok: boolean;
@@ -31,19 +36,31 @@ async function httpHealth(config: Config, timeoutMs: number): Promise<HealthResu
 }
 
 async function natsHealth(config: Config, target: string, timeoutMs: number): Promise<HealthResult> {
-	const broker = createBroker({ ...config, logLevel: "fatal", nodeId: `${target}-probe-${process.pid}` }, { logger: false });
-	const deadline = Date.now() + timeoutMs;
+	const probeId = `${target}-probe-${process.pid}-${randomUUID().slice(0, 8)}`;
+	// Never started: only its serializer, protocol version and topic names are used.
+	const broker = createBroker({ ...config, logLevel: "fatal", nodeId: probeId }, { logger: false }) as any;
+	const topic = (cmd: string, nodeID: string): string => broker.transit.tx.getTopicName(cmd, nodeID);
+	let connection: NatsConnection;
 	try {
-		await broker.start();
-		// The target announces itself on the transporter; wait (bounded) until this node has heard it.
-		while (!broker.registry.nodes.get(target)?.available) {
-			if (Date.now() > deadline) return { ok: false, detail: `node ${target} not seen on ${config.transporter} within ${timeoutMs} ms` };
-			await new Promise((resolve) => setTimeout(resolve, 100));
+		connection = await connect({ servers: config.transporter!, timeout: timeoutMs, reconnect: false, name: probeId });
+	} catch (err) {
+		return { ok: false, detail: `cannot reach ${config.transporter}: ${(err as Error).message}` };
+	}
+	try {
+		const id = randomUUID();
+		const replies = connection.subscribe(topic("PONG", probeId), { timeout: timeoutMs });
+		const sent = Date.now();
+		connection.publish(topic("PING", target), broker.serializer.serialize({ ver: broker.PROTOCOL_VERSION, sender: probeId, time: sent, id }, "PING"));
+		for await (const message of replies) {
+			const pong = broker.serializer.deserialize(Buffer.from(message.data), "PONG") as { id?: string; sender?: string };
+			if (pong.id === id) return { ok: true, detail: `node ${target} answered a ping in ${Date.now() - sent} ms` };
 		}
-		const pong = await broker.ping(target, Math.max(500, deadline - Date.now()));
-		return pong ? { ok: true, detail: `node ${target} answered a ping in ${pong.elapsedTime} ms` } : { ok: false, detail: `node ${target} did not answer a ping` };
+		return { ok: false, detail: `node ${target} did not answer a ping` };
+	} catch (err) {
+		const timedOut = (err as { code?: string }).code === "TIMEOUT" || /timeout/i.test((err as Error).message);
+		return { ok: false, detail: timedOut ? `node ${target} did not answer a ping on ${config.transporter} within ${timeoutMs} ms` : `ping failed: ${(err as Error).message}` };
 	} finally {
-		await broker.stop().catch(() => undefined);
+		await connection.close().catch(() => undefined);
 	}
 }
 

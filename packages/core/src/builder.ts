@@ -159,7 +159,17 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 		jobId: { type: DataTypes.STRING(64), allowNull: true },
 	};
 	return {
-		mixins: [entityMixin({ name: spec.name, fields, params: spec.params, hiddenFields: INTERNAL_COLUMNS }), queueProducerMixin(spec.name)],
+		mixins: [
+			entityMixin({
+				name: spec.name,
+				fields,
+				params: spec.params,
+				hiddenFields: INTERNAL_COLUMNS,
+				// Job events find their row by jobId; cache lookups go by inputsHash.
+				modelOptions: { indexes: [{ fields: ["jobId"] }, { fields: ["inputsHash"] }, { fields: ["artifactKey"] }] },
+			}),
+			queueProducerMixin(spec.name),
+		],
 		settings: {
 			/** How often unfinished rows are checked against their jobs (ms). */
 			reconcileInterval: 30_000,
@@ -215,12 +225,13 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				const previous = earlier.get();
 				if (!(await storeFor(configOf(this.broker)).stat(previous.artifactKey))) return null;
 				const results = Object.fromEntries(resultColumns.map((c) => [c, previous[c]]));
-				return this.adapter.insert({ ...inputs, ...results, status: "done", progress: 100, url: previous.url, artifactKey: previous.artifactKey, inputsHash: hash });
+				return this.adapter.insert({ ...inputs, ...results, status: "done", progress: 100, error: null, url: previous.url, artifactKey: previous.artifactKey, inputsHash: hash });
 			},
 			/** A queued row and its job; if the queue cannot take the job, the row is taken back (503). */
 			async enqueueBuild(this: any, inputs: Record<string, unknown>, hash: string) {
 				const jobId = randomUUID();
-				const row = await this.adapter.insert({ ...inputs, status: "queued", progress: 0, inputsHash: hash, jobId });
+				const results = Object.fromEntries(resultColumns.map((c) => [c, null]));
+				const row = await this.adapter.insert({ ...inputs, ...results, status: "queued", progress: 0, error: null, url: null, inputsHash: hash, jobId });
 				try {
 					await withTimeout(this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData, { jobId }), ENQUEUE_TIMEOUT_MS, "enqueue");
 				} catch (err) {
@@ -283,12 +294,23 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 					);
 				}
 			},
+			/** Whether a live worker holds the job (BullMQ keeps `<job key>:lock` while it works on it). */
+			async jobLocked(this: any, jobId: string): Promise<boolean> {
+				// BullMQ 6 keeps the raw Redis client on its Redis backend; without one we cannot tell, and assume it is held.
+				const client = await (this.queue.backend?.client ?? this.queue.client);
+				if (!client) return true;
+				return (await client.exists(this.queue.toKey(`${jobId}:lock`))) === 1;
+			},
 			async reconcileRow(this: any, row: Record<string, any>) {
 				const job: Job | undefined = row.jobId ? await this.queue.getJob(row.jobId) : undefined;
 				const state = job ? await job.getState() : "unknown";
 				if (job && state === "completed") return this.applyCompleted(row.jobId, job.returnvalue as JobOutcome);
 				if (job && state === "failed") return this.updateUnfinished(row.jobId, { status: "failed", error: job.failedReason || "failed" });
-				if (job && state === "active") return this.updateUnfinished(row.jobId, { status: "working", progress: clampProgress(job.progress) ?? row.progress });
+				if (job && state === "active") {
+					// Active but nobody holds its lock: its worker died and no other worker has taken it over yet.
+					if (!(await this.jobLocked(row.jobId))) return this.updateUnfinished(row.jobId, { status: "queued" });
+					return this.updateUnfinished(row.jobId, { status: "working", progress: clampProgress(job.progress) ?? row.progress });
+				}
 				if (job && state !== "unknown") return this.updateUnfinished(row.jobId, { status: "queued" });
 				// The job is gone (Redis lost, or never added): build it again under a new job.
 				const jobId = randomUUID();
@@ -316,6 +338,31 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 	};
 }
 
+function processAlive(pid: number): boolean {
+	try {
+		process.kill(pid, 0);
+		return true;
+	} catch (err) {
+		return (err as NodeJS.ErrnoException).code === "EPERM";
+	}
+}
+
+/**
+ * Work dirs left by a worker that was killed (it could not clean up): `cpp-<name>-<id>-p<pid>-…`
+ * whose process is gone. Returns how many were removed.
+ */
+export async function sweepStaleWorkDirs(name: string, root = os.tmpdir()): Promise<number> {
+	const pattern = new RegExp(`^cpp-${name.replace(/[^A-Za-z0-9_-]/g, "")}-\\d+-p(\\d+)-`);
+	let removed = 0;
+	for (const entry of await fsp.readdir(root).catch(() => [] as string[])) {
+		const pid = Number(pattern.exec(entry)?.[1]);
+		if (!pid || pid === process.pid || processAlive(pid)) continue;
+		await fsp.rm(path.join(root, entry), { recursive: true, force: true });
+		removed++;
+	}
+	return removed;
+}
+
 /**
  * Worker half: consumes the queue, runs `build` in a private work dir, uploads the file to
  * `<name>/<id>/<artifactName>` and returns where it went; the manager writes the row. A client
@@ -325,12 +372,16 @@ export function builderWorkerMixin(spec: WorkerSpec): Partial<ServiceSchema> {
 	const timeout = spec.timeout ?? 10 * 60 * 1000;
 	return {
 		mixins: [queueWorkerMixin(spec.name, { concurrency: spec.concurrency ?? 1, lockDuration: spec.lockDuration ?? 10_000 })],
+		async started(this: any) {
+			const removed = await sweepStaleWorkDirs(spec.name);
+			if (removed) this.logger.info(`${spec.name}-worker: removed ${removed} work dir(s) of killed workers`);
+		},
 		methods: {
 			async processJob(this: any, job: Job<JobData>): Promise<JobOutcome> {
 				const { id, inputs } = job.data;
 				const config = configOf(this.broker);
 				const store = storeFor(config);
-				const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `cpp-${spec.name}-${id}-`));
+				const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `cpp-${spec.name}-${id}-p${process.pid}-`));
 				const controller = new AbortController();
 				const timer = setTimeout(() => controller.abort(new Error(`build timed out after ${timeout} ms`)), timeout);
 				try {

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import type { ModelAttributes } from "sequelize";
+import type { ModelAttributes, ModelOptions } from "sequelize";
 import { DataTypes, dbMixin } from "./db";
 import { NotFoundError } from "./errors";
 import { ID_PARAM, checkListParams, respondCreated, respondText, textParam, wantsJson, type RequestMeta } from "./rest";
@@ -14,6 +14,8 @@ export interface EntityOptions {
 	params: Record<string, unknown>;
 	/** Fields that never leave the service in lists and JSON (e.g. sealed key material). */
 	hiddenFields?: string[];
+	/** Sequelize model options, e.g. indexes on columns the service looks rows up by. */
+	modelOptions?: ModelOptions;
 }
 
 const SYSTEM_COLUMNS = ["id", "createdAt", "updatedAt"];
@@ -33,7 +35,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 	const columns = [...SYSTEM_COLUMNS, ...Object.keys(options.fields)];
 	const hidden = options.hiddenFields ?? [];
 	return {
-		mixins: [dbMixin({ name: options.name, define: options.fields })],
+		mixins: [dbMixin({ name: options.name, define: options.fields, options: options.modelOptions })],
 		settings: {
 			rest: `/${options.name}`,
 			fields: columns.filter((c) => !hidden.includes(c)),

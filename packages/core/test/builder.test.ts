@@ -25,7 +25,9 @@ import { startRedis, type TestServer } from "../../../test/support/servers";
  */
 const gates = new Map<string, () => void>();
 const workDirs: string[] = [];
+let closing = false;
 function gate(name: string): Promise<void> {
+	if (closing) return Promise.resolve();
 	return new Promise((resolve) => gates.set(name, resolve));
 }
 async function open(name: string): Promise<void> {
@@ -76,6 +78,7 @@ describe("builder framework", () => {
 	});
 
 	afterAll(async () => {
+		closing = true;
 		for (const open of gates.values()) open();
 		await broker?.stop();
 		await redis?.stop();

@@ -5,10 +5,12 @@ import type { AddressInfo } from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { configOf, storeFor } from "@clusterplatform/core";
+import { AccessControl, isMachinePath } from "./access";
 import { artifactHandler } from "./artifacts";
 import { collectClusterMetrics, refreshProvisionerGauges, renderPrometheus } from "./metrics";
 import { buildOpenApiDocument, type RouteEntry } from "./openapi";
 
+export * from "./access";
 export * from "./metrics";
 export * from "./openapi";
 
@@ -20,12 +22,6 @@ function packageVersion(): string {
 		return "0.0.0";
 	}
 }
-
-/**
- * Who may call what. The one place an authorization policy plugs in: every /api call passes
- * through here with the request, before its action runs. Allows everything until a policy is set.
- */
-export type AccessPolicy = (ctx: Context<unknown, Record<string, unknown>>, req: IncomingMessage, action: string) => Promise<void> | void;
 
 export const GatewayService: ServiceSchema = {
 	name: "gateway",
@@ -78,7 +74,8 @@ export const GatewayService: ServiceSchema = {
 		openapi: {
 			// The API as OpenAPI 3, generated from the live route table (see openapi.ts).
 			handler(this: any) {
-				return buildOpenApiDocument(this.routeTable(), { version: packageVersion(), serverUrl: configOf(this.broker).publicUrl });
+				const config = configOf(this.broker);
+				return buildOpenApiDocument(this.routeTable(), { version: packageVersion(), serverUrl: config.publicUrl, auth: config.auth !== "off" });
 			},
 		},
 		metrics: {
@@ -106,11 +103,13 @@ export const GatewayService: ServiceSchema = {
 					action: alias.action!,
 					params: actions.get(alias.action!)?.params,
 					description: actions.get(alias.action!)?.description,
+					open: alias.method !== "*" && isMachinePath(alias.action!, alias.method),
 				}));
 		},
-		async authorize(this: any, ctx: Context<unknown, Record<string, unknown>>, route: any, req: IncomingMessage & { $action?: { name: string } }) {
-			const policy: AccessPolicy | undefined = this.settings.accessPolicy;
-			if (policy) await policy(ctx, req, req.$action?.name ?? "");
+		/** Every /api call passes here before its action runs: bearer tokens, the machine path (access.ts). */
+		authorize(this: any, ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage & { $action?: { name: string } }) {
+			this.access ??= new AccessControl(configOf(this.broker));
+			ctx.meta.caller = this.access.authorize(req.$action?.name ?? "", req);
 		},
 		/** The port the server actually listens on (PORT=0 picks a free one, e.g. in tests). */
 		listeningPort(this: any): number {

@@ -68,10 +68,16 @@ function samplePath(openApiPath: string): string {
 	return openApiPath.replace(/\{[^}]+\}/g, (name) => (name === "{key}" ? "isos/1/dist.iso" : "1"));
 }
 
+/** Whether a call needs a token: the document says so, unless the operation allows anonymous calls. */
+function needsToken(doc: OpenApiDocument, op: Record<string, any>): boolean {
+	const security: Record<string, unknown>[] | undefined = op.security ?? doc.security;
+	return Array.isArray(security) && security.length > 0 && !security.some((alternative) => Object.keys(alternative).length === 0);
+}
+
 export function insomniaExport(doc: OpenApiDocument, examples: readonly ExampleCall[] = [], baseUrl = DEFAULT_BASE_URL): InsomniaExport {
 	const resources: InsomniaResource[] = [
 		{ _id: WORKSPACE_ID, _type: "workspace", parentId: null, name: doc.info.title, description: "Generated from /api/openapi.json by `npm run insomnia`; do not edit by hand.", scope: "collection" },
-		{ _id: "env_clusterplatform_base", _type: "environment", parentId: WORKSPACE_ID, name: "Base Environment", data: { base_url: baseUrl } },
+		{ _id: "env_clusterplatform_base", _type: "environment", parentId: WORKSPACE_ID, name: "Base Environment", data: { base_url: baseUrl, api_token: "" } },
 	];
 	const folders = new Map<string, string>();
 	let order = 0;
@@ -99,7 +105,7 @@ export function insomniaExport(doc: OpenApiDocument, examples: readonly ExampleC
 				parameters: Object.entries(query).map(([name, value]) => ({ name, value })),
 				headers: body !== undefined ? [{ name: "Content-Type", value: "application/json" }] : [],
 				body: body !== undefined ? { mimeType: "application/json", text: JSON.stringify(body, null, 2) } : {},
-				authentication: {},
+				authentication: needsToken(doc, op) ? { type: "bearer", token: "{{ _.api_token }}" } : {},
 				metaSortKey: order++,
 			};
 			resources.push(request);

@@ -43,10 +43,24 @@ export function mergeNodeMetrics(byNode: { nodeID: string; metrics: MetricSnapsh
 export function renderPrometheus(metrics: MetricSnapshot[]): string {
 	const reporter = new MetricReporters.Prometheus({}) as any;
 	// Only its renderer is used: no init(), so it opens no port of its own.
-	const plain = metrics.filter((metric) => metric.type !== "histogram");
+	const plain = metrics.filter((metric) => metric.type !== "histogram").flatMap(splitRates);
 	reporter.registry = { store: plain.map((metric) => ({ ...metric, snapshot: () => metric.values })) };
 	const histograms = metrics.filter((metric) => metric.type === "histogram" && metric.values.length > 0).map((metric) => renderHistogram(reporter, metric));
 	return [reporter.generatePrometheusResponse(), ...histograms].join("\n");
+}
+
+/**
+ * Moleculer puts a `<name>_rate` sample inside a counter's family, which a strict parser takes for
+ * the start of another family. The rates become a gauge family of their own instead.
+ */
+function splitRates(metric: MetricSnapshot): MetricSnapshot[] {
+	if (!metric.values.some((value) => value.rate !== undefined)) return [metric];
+	const values = metric.values.map(({ rate: _rate, ...value }) => value);
+	const rates = metric.values.filter((value) => value.rate !== undefined).map((value) => ({ labels: value.labels, value: value.rate }));
+	return [
+		{ ...metric, values },
+		{ ...metric, name: `${metric.name}.rate`, type: "gauge", description: `${metric.description || metric.name} per second`, values: rates },
+	];
 }
 
 function renderHistogram(reporter: any, metric: MetricSnapshot): string {

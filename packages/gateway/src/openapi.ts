@@ -14,6 +14,8 @@ export interface RouteEntry {
 	params?: Record<string, unknown>;
 	/** Service description or the action's own, for the summary. */
 	description?: string;
+	/** Callable without a token (the machine path booting hosts use). */
+	open?: boolean;
 }
 
 type JsonSchema = Record<string, unknown>;
@@ -23,6 +25,7 @@ export interface OpenApiDocument {
 	info: { title: string; version: string; description?: string };
 	servers: { url: string }[];
 	paths: Record<string, Record<string, unknown>>;
+	security?: Record<string, string[]>[];
 	components: Record<string, unknown>;
 	tags: { name: string; description?: string }[];
 }
@@ -173,8 +176,12 @@ function operation(route: RouteEntry): Record<string, unknown> {
 		}
 	}
 	if (parameters.length) op.parameters = parameters;
+	// Anonymous or with a token: `{}` is the anonymous alternative.
+	if (route.open) op.security = [{}, { bearerAuth: [] }];
 	op.responses = {
 		"2XX": { description: "Success: JSON, or text/plain where the resource is a raw script" },
+		"401": ERROR_RESPONSE,
+		"403": ERROR_RESPONSE,
 		"404": ERROR_RESPONSE,
 		"422": ERROR_RESPONSE,
 		default: ERROR_RESPONSE,
@@ -182,21 +189,22 @@ function operation(route: RouteEntry): Record<string, unknown> {
 	return op;
 }
 
-/** Routes outside the alias table (plain HTTP handlers of the gateway). */
-const ARTIFACT_ROUTE = {
+/** Routes outside the alias table (plain HTTP handlers of the gateway); a fresh copy per document. */
+const artifactRoute = () => ({
 	get: {
 		operationId: "get_artifact",
 		summary: "Download a built artifact (file store mode; with S3 the row's url points at the bucket)",
 		tags: ["artifacts"],
+		security: [{}],
 		parameters: [{ name: "key", in: "path", required: true, description: "e.g. isos/1/dist.iso", schema: { type: "string" } }],
 		responses: {
 			"200": { description: "The file", content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },
 			"404": ERROR_RESPONSE,
 		},
 	},
-};
+});
 
-export function buildOpenApiDocument(routes: readonly RouteEntry[], options: { title?: string; version: string; serverUrl: string }): OpenApiDocument {
+export function buildOpenApiDocument(routes: readonly RouteEntry[], options: { title?: string; version: string; serverUrl: string; auth?: boolean }): OpenApiDocument {
 	const paths: OpenApiDocument["paths"] = {};
 	const sorted = [...routes].sort((a, b) => (a.path === b.path ? a.method.localeCompare(b.method) : a.path.localeCompare(b.path)));
 	for (const route of sorted) {
@@ -204,8 +212,9 @@ export function buildOpenApiDocument(routes: readonly RouteEntry[], options: { t
 		const entry = (paths[openApiPath(route.path)] ??= {});
 		for (const method of methods) entry[method] = operation({ ...route, method });
 	}
-	paths["/api/artifacts/{key}"] = ARTIFACT_ROUTE;
+	paths["/api/artifacts/{key}"] = artifactRoute();
 	const tags = [...new Set([...sorted.map(tagOf), "artifacts"])].sort().map((name) => ({ name }));
+	if (options.auth === false) for (const operations of Object.values(paths)) for (const op of Object.values(operations) as Record<string, unknown>[]) delete op.security;
 	return {
 		openapi: "3.0.3",
 		info: {
@@ -215,7 +224,10 @@ export function buildOpenApiDocument(routes: readonly RouteEntry[], options: { t
 		},
 		servers: [{ url: options.serverUrl }],
 		paths,
+		// Admin calls need `Authorization: Bearer <token>` (API_TOKENS or `clusterplatform token create`).
+		...(options.auth === false ? {} : { security: [{ bearerAuth: [] }] }),
 		components: {
+			...(options.auth === false ? {} : { securitySchemes: { bearerAuth: { type: "http", scheme: "bearer" } } }),
 			schemas: {
 				Error: {
 					type: "object",
