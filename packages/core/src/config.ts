@@ -32,6 +32,8 @@ export interface Config {
 	redisUrl: string | null;
 	store: StoreConfig;
 	logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+	/** Let several gateway processes listen on the same port (SO_REUSEPORT, REUSE_PORT=true). */
+	reusePort: boolean;
 	/** Largest request body the gateway accepts, in bytes. */
 	bodyLimit: number;
 	/** Admin API needs a bearer token ("on", the default) or not ("off": a local lab only). */
@@ -110,6 +112,7 @@ export function loadConfig(env: Env = process.env): Config {
 		redisUrl: optional(env, "REDIS_URL"),
 		store: storeConfig(env, dataDir),
 		logLevel,
+		reusePort: env.REUSE_PORT === "true",
 		bodyLimit: integer(env, "BODY_LIMIT", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
 		auth: authMode(env),
 		apiTokens: optional(env, "API_TOKENS"),

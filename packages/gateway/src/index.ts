@@ -7,6 +7,7 @@ import ApiGateway from "moleculer-web";
 import { configOf, storeFor } from "@clusterplatform/core";
 import { AccessControl, isMachinePath } from "./access";
 import { artifactHandler } from "./artifacts";
+import { MachineTextCache } from "./machine-cache";
 import { collectClusterMetrics, refreshProvisionerGauges, renderPrometheus } from "./metrics";
 import { buildOpenApiDocument, type RouteEntry } from "./openapi";
 
@@ -116,6 +117,12 @@ export const GatewayService: ServiceSchema = {
 			return (this.server.address() as AddressInfo).port;
 		},
 	},
+	events: {
+		// moleculer-db broadcasts this from any node whenever a registry row changes.
+		"cache.clean.*"(this: any, ctx: Context) {
+			this.machineCache?.evict((ctx.eventName ?? "").slice("cache.clean.".length));
+		},
+	},
 	created(this: any) {
 		const config = configOf(this.broker);
 		this.settings.port = config.port;
@@ -129,6 +136,15 @@ export const GatewayService: ServiceSchema = {
 		// moleculer-web built its routes in its own created(), before the lines above: build them again.
 		for (const route of this.settings.routes) this.removeRoute(route.path);
 		for (const route of this.settings.routes) this.addRoute(route);
+		this.machineCache = new MachineTextCache(this.broker);
+		const [gatewayHandler] = this.server.listeners("request");
+		this.server.removeAllListeners("request");
+		this.server.on("request", this.machineCache.wrap(gatewayHandler));
+		// A deep accept queue: a LAN of hosts powering on at once connects faster than one event loop
+		// accepts (Node's default of 511 drops SYNs, and each drop costs a client a 1 s retransmit).
+		// With REUSE_PORT=true several gateway processes share the port and the kernel spreads connections.
+		const listen = this.server.listen.bind(this.server);
+		this.server.listen = (port: number, host: string, callback: () => void) => listen({ port, host, backlog: 4096, reusePort: config.reusePort }, callback);
 	},
 };
 

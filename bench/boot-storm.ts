@@ -1,0 +1,152 @@
+/**
+ * `npm run bench:boot-storm`: a LAN of hosts powering on at once. 1000 concurrent clients fetch the
+ * mainscript and the subscript, as booting hosts do, from the provisioner and — in the same run, on
+ * the same machine, with the same number of processes — from nginx serving the same bytes as static
+ * files. Targets: >= 0.5× nginx's throughput at <= 2× its p99 latency, with zero errors.
+ *
+ * Provisioner topology: a nats-server, one process with the registries (SQLite), and GATEWAYS
+ * gateway processes sharing the port (REUSE_PORT=true), as replicas of the gateway Deployment do.
+ * Load: wrk (Debian), -c CONNECTIONS -d DURATION, a Lua script alternating the two paths.
+ */
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { generateToken, tokenEntry } from "@clusterplatform/core";
+
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 1000);
+const DURATION = process.env.DURATION ?? "10s";
+const GATEWAYS = Number(process.env.GATEWAYS ?? os.cpus().length);
+const ROUNDS = Number(process.env.ROUNDS ?? 2);
+const CLI = path.resolve(import.meta.dirname, "..", "packages", "cli", "dist", "main.js");
+
+const MAINSCRIPT = "#!ipxe\nmenu Choose Script\nitem mainsubscriptserver_fedora29 Main Sub Script Server Fedora 29\nchoose --default mainsubscriptserver_fedora29 --timeout 3000 server && goto ${server}\n:mainsubscriptserver_fedora29\nchain http://127.0.0.1/api/subscripts/1";
+const SUBSCRIPT = "#!ipxe\nset base http://dl.fedoraproject.org/pub/fedora/linux/releases/29/Server/x86_64/os\nkernel ${base}/images/pxeboot/vmlinuz initrd=initrd.img inst.repo=${base} inst.ks=http://127.0.0.1/api/kickstarts/1\ninitrd ${base}/images/pxeboot/initrd.img\nboot";
+
+const children: ChildProcess[] = [];
+const work = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-bench-storm-"));
+// nginx workers run as an unprivileged user: they must be able to read the static copies.
+fs.chmodSync(work, 0o755);
+
+function freePort(): Promise<number> {
+	return new Promise((resolve) => {
+		const server = net.createServer().listen(0, "127.0.0.1", () => {
+			const { port } = server.address() as net.AddressInfo;
+			server.close(() => resolve(port));
+		});
+	});
+}
+
+function start(command: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+	const child = spawn(command, args, { env: { ...process.env, LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "ignore", "inherit"] });
+	children.push(child);
+	return child;
+}
+
+async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+	const deadline = Date.now() + timeoutMs;
+	let lastError: unknown;
+	while (!(await check().catch((err) => ((lastError = err), false)))) {
+		if (Date.now() > deadline) throw new Error(`${what}: not ready after ${timeoutMs} ms${lastError ? `: ${String((lastError as Error).cause ?? lastError)}` : ""}`);
+		await new Promise((r) => setTimeout(r, 100));
+	}
+}
+
+interface Load {
+	requestsPerSecond: number;
+	p50: number;
+	p99: number;
+	errors: number;
+}
+
+/** wrk's --latency report → numbers (latencies in ms). */
+function parseWrk(output: string): Load {
+	const toMs = (value: string) => {
+		const [, n, unit] = /([\d.]+)(us|ms|s)/.exec(value)!;
+		return Number(n) * (unit === "us" ? 0.001 : unit === "s" ? 1000 : 1);
+	};
+	const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+	const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
+	return {
+		requestsPerSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)![1]),
+		p50: toMs(/50%\s+(\S+)/.exec(output)![1]!),
+		p99: toMs(/99%\s+(\S+)/.exec(output)![1]!),
+		errors: (socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0),
+	};
+}
+
+function storm(port: number, duration = DURATION): Load {
+	const script = path.join(work, "boot.lua");
+	fs.writeFileSync(script, 'local i = 0\nrequest = function()\n  i = i + 1\n  if i % 2 == 0 then return wrk.format("GET", "/api/subscripts/1") end\n  return wrk.format("GET", "/api/mainscripts/1")\nend\n');
+	const output = execFileSync("wrk", ["-t", "2", "-c", String(CONNECTIONS), "-d", duration, "--timeout", "5s", "--latency", "-s", script, `http://127.0.0.1:${port}/`], { encoding: "utf8" });
+	return parseWrk(output);
+}
+
+async function startNginx(): Promise<number> {
+	const port = await freePort();
+	for (const [name, text] of [["mainscripts", MAINSCRIPT], ["subscripts", SUBSCRIPT]] as const) {
+		fs.mkdirSync(path.join(work, "www", "api", name), { recursive: true });
+		fs.writeFileSync(path.join(work, "www", "api", name, "1"), text);
+	}
+	const conf = path.join(work, "nginx.conf");
+	fs.writeFileSync(
+		conf,
+		`daemon off;\nworker_processes ${GATEWAYS};\npid ${work}/nginx.pid;\nerror_log ${work}/nginx-error.log;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  default_type "text/plain; charset=utf-8";\n  server { listen 127.0.0.1:${port} backlog=4096; root ${work}/www; }\n}\n`,
+	);
+	start("nginx", ["-c", conf, "-p", work]);
+	await until(async () => (await fetch(`http://127.0.0.1:${port}/api/mainscripts/1`)).ok, "nginx");
+	return port;
+}
+
+async function startProvisioner(): Promise<number> {
+	const natsPort = await freePort();
+	start("nats-server", ["-a", "127.0.0.1", "-p", String(natsPort)]);
+	const port = await freePort();
+	const token = generateToken();
+	const env = { TRANSPORTER: `nats://127.0.0.1:${natsPort}`, API_TOKENS: tokenEntry("bench", token, false) };
+	start(process.execPath, [CLI, "start", "mainscripts", "subscripts"], { ...env, DATA_DIR: path.join(work, "registries"), NODE_ID: "bench-registries" });
+	for (let i = 0; i < GATEWAYS; i++) {
+		start(process.execPath, [CLI, "start", "gateway"], { ...env, PORT: String(port), HOST: "127.0.0.1", REUSE_PORT: "true", DATA_DIR: path.join(work, `gateway-${i}`), NODE_ID: `bench-gateway-${i}` });
+	}
+	const headers = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+	await until(async () => (await fetch(`http://127.0.0.1:${port}/api/subscripts`, { headers })).ok, "provisioner");
+	for (const [name, text] of [["mainscripts", MAINSCRIPT], ["subscripts", SUBSCRIPT]]) {
+		const res = await fetch(`http://127.0.0.1:${port}/api/${name}`, { method: "POST", headers, body: JSON.stringify({ text }) });
+		if (res.status !== 201) throw new Error(`POST ${name}: ${res.status}`);
+	}
+	// Every gateway process answers the same bytes as nginx.
+	for (let i = 0; i < 20; i++) if ((await (await fetch(`http://127.0.0.1:${port}/api/subscripts/1`)).text()) !== SUBSCRIPT) throw new Error("subscript differs");
+	return port;
+}
+
+const row = (name: string, load: Load) =>
+	`| ${name.padEnd(11)} | ${load.requestsPerSecond.toFixed(0).padStart(8)} | ${load.p50.toFixed(2).padStart(8)} | ${load.p99.toFixed(2).padStart(8)} | ${String(load.errors).padStart(6)} |`;
+
+try {
+	const nginxPort = await startNginx();
+	const provisionerPort = await startProvisioner();
+	console.log(`boot storm: ${CONNECTIONS} connections, ${DURATION} per run, ${ROUNDS} rounds, ${GATEWAYS} processes each (${os.cpus().length} cores)`);
+	console.log("| server      | requests/s | p50 ms | p99 ms | errors |\n|---|---|---|---|---|");
+	// Warm both up (JIT, caches, 1000 connections accepted once) before anything is measured.
+	storm(nginxPort, "3s");
+	storm(provisionerPort, "3s");
+	const best = { nginx: null as Load | null, provisioner: null as Load | null };
+	for (let round = 0; round < ROUNDS; round++) {
+		// Alternate, so neither side always runs on a warmer or a busier machine.
+		const nginx = storm(nginxPort);
+		const provisioner = storm(provisionerPort);
+		console.log(row("nginx", nginx));
+		console.log(row("provisioner", provisioner));
+		if (!best.nginx || nginx.requestsPerSecond > best.nginx.requestsPerSecond) best.nginx = nginx;
+		if (!best.provisioner || provisioner.requestsPerSecond > best.provisioner.requestsPerSecond) best.provisioner = provisioner;
+	}
+	const throughput = best.provisioner!.requestsPerSecond / best.nginx!.requestsPerSecond;
+	const tail = best.provisioner!.p99 / best.nginx!.p99;
+	const met = throughput >= 0.5 && tail <= 2 && best.provisioner!.errors === 0;
+	console.log(`\nbest of ${ROUNDS}: throughput ${throughput.toFixed(2)}× nginx (target >= 0.5), p99 ${tail.toFixed(2)}× nginx (target <= 2), errors ${best.provisioner!.errors} (target 0): ${met ? "targets met" : "TARGETS MISSED"}`);
+} finally {
+	for (const child of children) child.kill("SIGTERM");
+	await new Promise((r) => setTimeout(r, 500));
+	fs.rmSync(work, { recursive: true, force: true });
+}

@@ -1,0 +1,11 @@
+/** The parts of parse-prometheus-text-format the tests use (the package ships no types). */
+declare module "parse-prometheus-text-format" {
+	interface MetricFamily {
+		name: string;
+		help: string;
+		type: "COUNTER" | "GAUGE" | "HISTOGRAM" | "SUMMARY" | "UNTYPED";
+		metrics: { value?: string; labels?: Record<string, string>; buckets?: Record<string, string>; count?: string; sum?: string }[];
+	}
+	function parsePrometheusTextFormat(text: string): MetricFamily[];
+	export default parsePrometheusTextFormat;
+}
