@@ -1,7 +1,7 @@
 import type { Context, ServiceSchema } from "moleculer";
 import type { ModelAttributes, ModelOptions } from "sequelize";
 import { DataTypes, dbMixin } from "./db";
-import { NotFoundError } from "./errors";
+import { invalid, NotFoundError } from "./errors";
 import { ID_PARAM, checkListParams, respondCreated, respondText, textParam, wantsJson, type RequestMeta } from "./rest";
 
 export const MAX_TEXT_BYTES = 1024 * 1024;
@@ -19,6 +19,30 @@ export interface EntityOptions {
 }
 
 const SYSTEM_COLUMNS = ["id", "createdAt", "updatedAt"];
+
+const FORBIDDEN = { type: "forbidden" } as const;
+
+/**
+ * moleculer-db's list and get also take raw Sequelize queries, field projections and population:
+ * internal tools, not a client's. (A `query` of {"$gt": ""} would otherwise reach the database.)
+ */
+const MOLECULER_DB_INTERNALS = { query: FORBIDDEN, populate: FORBIDDEN, fields: FORBIDDEN, excludeFields: FORBIDDEN, mapping: FORBIDDEN, iSearch: FORBIDDEN };
+
+/** Paging within what a database can count to. */
+const PAGING = {
+	page: { type: "number", integer: true, min: 1, max: 1_000_000, convert: true, optional: true },
+	pageSize: { type: "number", integer: true, min: 1, max: 1000, convert: true, optional: true },
+};
+
+/**
+ * fastest-validator lets `null` through wherever a field is optional; no column or build input
+ * here means anything by null, so it is refused by name instead of failing deeper down.
+ */
+function refuseNulls(fields: readonly string[]) {
+	return (ctx: Context<Record<string, unknown>>) => {
+		for (const field of fields) if (ctx.params[field] === null) invalid(field, "must not be null");
+	};
+}
 
 function optionalRules(params: Record<string, unknown>): Record<string, unknown> {
 	return Object.fromEntries(
@@ -43,11 +67,12 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 		actions: {
 			list: {
 				rest: "GET /",
+				params: { ...MOLECULER_DB_INTERNALS, ...PAGING, $$strict: true },
 				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, columns) },
 			},
 			get: {
 				rest: "GET /:id",
-				params: { id: ID_PARAM },
+				params: { id: ID_PARAM, ...MOLECULER_DB_INTERNALS, $$strict: true },
 				async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
 					return this.transformDocuments(ctx, {}, await this.findOrFail(ctx.params.id));
 				},
@@ -83,6 +108,9 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 					return json;
 				},
 			},
+		},
+		hooks: {
+			before: { create: refuseNulls(Object.keys(options.params)), update: refuseNulls(Object.keys(options.params)) },
 		},
 		methods: {
 			async findOrFail(this: any, id: number) {

@@ -1,5 +1,7 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { invalid } from "@clusterplatform/core";
 import { checkUrl } from "./validation";
 
@@ -24,16 +26,18 @@ export async function downloadTo(field: string, url: string, file: string, limit
 		if (!res.ok || !res.body) invalid(field, `download failed: HTTP ${res.status} from ${url}`);
 		const declared = Number(res.headers.get("content-length") ?? "0");
 		if (declared > limits.maxBytes) invalid(field, `is ${declared} bytes, more than the ${limits.maxBytes} allowed`);
-		const out = fs.createWriteStream(file, { mode: 0o644 });
-		try {
-			for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
-				bytes += chunk.length;
-				if (bytes > limits.maxBytes) invalid(field, `is more than the ${limits.maxBytes} bytes allowed`);
-				if (!out.write(chunk)) await new Promise<void>((resolve) => out.once("drain", () => resolve()));
-			}
-		} finally {
-			await new Promise<void>((resolve) => out.end(resolve));
-		}
+		// pipeline() owns the file stream: an error opening or writing it rejects here, never escapes.
+		await pipeline(
+			Readable.fromWeb(res.body as import("node:stream/web").ReadableStream<Uint8Array>),
+			async function* limit(source: AsyncIterable<Uint8Array>) {
+				for await (const chunk of source) {
+					bytes += chunk.length;
+					if (bytes > limits.maxBytes) invalid(field, `is more than the ${limits.maxBytes} bytes allowed`);
+					yield chunk;
+				}
+			},
+			fs.createWriteStream(file, { mode: 0o644 }),
+		);
 		if (bytes === 0) invalid(field, `download from ${url} is empty`);
 		return bytes;
 	} catch (err) {

@@ -127,10 +127,12 @@ export const DistributorWorkerService: ServiceSchema = {
 			const proxy = proxyNetworkOf(settings.device, settings.range);
 			const staging = await fsp.mkdtemp(path.join(this.dir, "staging-"));
 			try {
-				await Promise.all([
+				// Both downloads finish (or fail) before the staging dir can be removed under either.
+				const downloads = await Promise.allSettled([
 					downloadTo("ipxePxeBiosUrl", settings.ipxePxeBiosUrl, path.join(staging, BIOS_BOOT_FILE)),
 					downloadTo("ipxePxeUefiUrl", settings.ipxePxeUefiUrl, path.join(staging, UEFI_BOOT_FILE)),
 				]);
+				for (const download of downloads) if (download.status === "rejected") throw download.reason;
 				await fsp.mkdir(this.tftpRoot, { recursive: true });
 				for (const name of [BIOS_BOOT_FILE, UEFI_BOOT_FILE]) await fsp.rename(path.join(staging, name), path.join(this.tftpRoot, name));
 			} finally {

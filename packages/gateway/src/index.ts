@@ -7,6 +7,7 @@ import ApiGateway from "moleculer-web";
 import { configOf, storeFor } from "@clusterplatform/core";
 import { AccessControl, isMachinePath } from "./access";
 import { artifactHandler } from "./artifacts";
+import { answerClientError } from "./client-errors";
 import { MachineTextCache } from "./machine-cache";
 import { collectClusterMetrics, refreshProvisionerGauges, renderPrometheus } from "./metrics";
 import { buildOpenApiDocument, type RouteEntry } from "./openapi";
@@ -140,6 +141,7 @@ export const GatewayService: ServiceSchema = {
 		const [gatewayHandler] = this.server.listeners("request");
 		this.server.removeAllListeners("request");
 		this.server.on("request", this.machineCache.wrap(gatewayHandler));
+		this.server.on("clientError", answerClientError);
 		// A deep accept queue: a LAN of hosts powering on at once connects faster than one event loop
 		// accepts (Node's default of 511 drops SYNs, and each drop costs a client a 1 s retransmit).
 		// With REUSE_PORT=true several gateway processes share the port and the kernel spreads connections.

@@ -1,3 +1,6 @@
 import { describeTextRegistry } from "../../../test/support/registry-contract";
 
-describeTextRegistry("postbootscripts", "#!/bin/bash\nip=$(hostname -I)\ncurl --request POST "http://127.0.0.1:3000/api/localnodes?ip=${ip}\&artifactId=site.a\&pingable=true"\n");
+describeTextRegistry(
+	"postbootscripts",
+	'#!/bin/bash\nip=$(hostname -I | cut -d " " -f 1)\ncurl --request POST "http://127.0.0.1:3000/api/localnodes?ip=${ip}&artifactId=site.a&pingable=true"\n',
+);

@@ -1,3 +1,3 @@
 import { describeTextRegistry } from "../../../test/support/registry-contract";
 
-describeTextRegistry("prebootscripts", "#!/bin/bash\necho "This could be the preboot script!"\n");
+describeTextRegistry("prebootscripts", '#!/bin/bash\necho "This could be the preboot script!"\n');
