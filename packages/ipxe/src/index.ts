@@ -1,0 +1,87 @@
+import fs from "node:fs";
+import type { ServiceSchema } from "moleculer";
+import { ConfigError, DataTypes, builderManagerMixin, builderWorkerMixin, configOf, textParam, type BuilderSpec } from "@clusterplatform/core";
+import { buildIpxe, defaultTarget, ipxeWorkerSettings, sourceTreeFor } from "./build";
+import { DEBIAN_IPXE_DIR } from "./prebuilt";
+import { IpxeSourceTree } from "./source-tree";
+import { DRIVERS, EXTENSIONS, MAX_SCRIPT_BYTES, PLATFORMS, artifactFileName, checkScript, checkTarget, type Target } from "./targets";
+
+export * from "./targets";
+export * from "./prebuilt";
+export * from "./source-tree";
+export * from "./build";
+
+/**
+ * The ipxes entity, shared by manager and worker. Platform, driver and extension are allow-lists
+ * and their combination is checked; the script is text that only ever goes into a file passed as
+ * EMBED=<file>.
+ */
+export const IPXES: BuilderSpec = {
+	name: "ipxes",
+	fields: {
+		script: { type: DataTypes.TEXT, allowNull: false },
+		platform: { type: DataTypes.STRING(32), allowNull: false },
+		driver: { type: DataTypes.STRING(32), allowNull: false },
+		extension: { type: DataTypes.STRING(8), allowNull: false },
+	},
+	params: {
+		script: textParam(MAX_SCRIPT_BYTES),
+		platform: { type: "enum", values: [...PLATFORMS] },
+		driver: { type: "enum", values: [...DRIVERS] },
+		extension: { type: "enum", values: [...EXTENSIONS] },
+	},
+	validate(inputs) {
+		checkScript(inputs.script);
+		checkTarget(inputs as Target);
+	},
+	artifactName: (inputs) => artifactFileName(inputs as Target),
+	resultFields: {
+		/** Whether the script is compiled into the binary (true only for source-tree builds). */
+		embedded: { type: DataTypes.BOOLEAN, allowNull: true },
+		/** How the script reaches the booting host. */
+		scriptDelivery: { type: DataTypes.TEXT, allowNull: true },
+		/** What produced the file: the source tree, or which Debian file (and why, if a substitute). */
+		toolchain: { type: DataTypes.TEXT, allowNull: true },
+	},
+	/**
+	 * Identical inputs build different files from a source tree and from Debian's package, so the
+	 * mode is part of the content address. The manager assumes its workers share its
+	 * IPXE_SOURCE_DIR setting (always so in one process; set it on both in a cluster).
+	 */
+	get version() {
+		return process.env.IPXE_SOURCE_DIR?.trim() ? "1-source" : "1-prebuilt";
+	},
+};
+
+/** /api/ipxes: iPXE network bootloaders (seed: POST {script, platform, driver, extension}); builds are queued. */
+export const IpxesService: ServiceSchema = {
+	name: "ipxes",
+	mixins: [builderManagerMixin(IPXES)],
+};
+
+/**
+ * Builds queued ipxes: real builds with the script embedded when IPXE_SOURCE_DIR names an iPXE
+ * checkout, otherwise Debian's prebuilt binaries (no embedded script, and the row says so).
+ */
+export const IpxesWorkerService: ServiceSchema = {
+	name: "ipxes-worker",
+	mixins: [builderWorkerMixin({ ...IPXES, build: buildIpxe, concurrency: 2, timeout: 30 * 60 * 1000 })],
+	started(this: any) {
+		const settings = ipxeWorkerSettings();
+		if (!settings.sourceDir) {
+			if (!fs.existsSync(DEBIAN_IPXE_DIR)) throw new ConfigError(`no IPXE_SOURCE_DIR and no ${DEBIAN_IPXE_DIR}: set IPXE_SOURCE_DIR or install Debian's ipxe package (apt-get install ipxe)`);
+			this.logger.info(`ipxes-worker: no IPXE_SOURCE_DIR; serving Debian's prebuilt iPXE from ${DEBIAN_IPXE_DIR} (scripts are not embedded)`);
+			return;
+		}
+		IpxeSourceTree.requireToolchain();
+		const tree = sourceTreeFor({ ...settings, sourceDir: settings.sourceDir }, configOf(this.broker));
+		this.logger.info(`ipxes-worker: building from the iPXE source tree ${tree.srcDir}`);
+		// Warm-up in the background: the worker takes jobs at once, and a job for a platform being prepared waits for it.
+		for (const platform of settings.preparePlatforms) {
+			const target = defaultTarget(platform);
+			tree.prepare(target, this.logger).catch((err: Error) => this.logger.error(`ipxes-worker: preparing ${platform} failed: ${err.message}`));
+		}
+	},
+};
+
+export default IpxesService;
