@@ -105,7 +105,7 @@ describeLan("a site LAN in network namespaces", () => {
 		const port = await freePort();
 		base = `http://${lan.hostIp}:${port}`;
 		provisioner = await startTestProvisioner({
-			services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "distributors"],
+			services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "scriptruns", "distributors"],
 			env: { HOST: lan.hostIp, PORT: String(port), PUBLIC_URL: base, TRANSPORTER: transporter },
 		});
 
@@ -267,6 +267,14 @@ describeLan("a site LAN in network namespaces", () => {
 			return attempt.status === 409 ? attempt.json() : undefined;
 		}, 30_000, "host key change refused");
 		expect(changed.message).toMatch(/host key of .* changed/);
+
+		// Every run above is in the audit log: who, which node, how it ended; never the script itself.
+		const audit = (await json(`/scriptruns?search=${node.ip}&searchFields=ip&sort=id&pageSize=100`)).rows;
+		expect(audit.length).toBeGreaterThanOrEqual(5);
+		expect(audit[0]).toMatchObject({ localnodeId: node.id, ip: node.ip, artifactId: SITE, status: "done", code: 3, caller: expect.any(String), finishedAt: expect.any(String) });
+		expect(audit.some((run: { status: string; error: string }) => run.status === "failed" && /did not finish within/.test(run.error))).toBe(true);
+		expect(audit.some((run: { status: string; error: string }) => run.status === "failed" && /host key/.test(run.error))).toBe(true);
+		expect(JSON.stringify(audit)).not.toContain("uname -r");
 	}, BOOT_TIMEOUT_MS + 120_000);
 
 	it("PXE-boots a UEFI machine through TFTP iPXE to a registered localnode and runs a script on it", async () => {

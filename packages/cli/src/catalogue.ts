@@ -5,7 +5,7 @@ import { GrubsService, GrubsWorkerService } from "@clusterplatform/grub";
 import { IpxesService, IpxesWorkerService } from "@clusterplatform/ipxe";
 import { IsosService, IsosWorkerService } from "@clusterplatform/iso";
 import { KickstartsService } from "@clusterplatform/kickstarts";
-import { LocalnodesService } from "@clusterplatform/localnodes";
+import { LocalnodesService, ScriptRunsService } from "@clusterplatform/localnodes";
 import { MainscriptsService } from "@clusterplatform/mainscripts";
 import { PostbootscriptsService } from "@clusterplatform/postbootscripts";
 import { PrebootscriptsService } from "@clusterplatform/prebootscripts";
@@ -35,6 +35,7 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	sshkeys: { schema: SshkeysService, default: true },
 	sshkey: { schema: SshkeyService, default: true, binaries: [["ssh-keygen", "openssh-client"]] },
 	localnodes: { schema: LocalnodesService, default: true },
+	scriptruns: { schema: ScriptRunsService, default: true },
 	distributors: { schema: DistributorsService, default: true },
 	"distributor-worker": { schema: DistributorWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },
 	grubs: { schema: GrubsService, queue: true, default: true },

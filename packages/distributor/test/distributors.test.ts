@@ -58,7 +58,7 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 
 	beforeAll(async () => {
 		nats = await startNats();
-		provisioner = await startTestProvisioner({ database, services: ["gateway", "distributors", "localnodes", "sshkeys", "sshkey"], env: { TRANSPORTER: nats.url } });
+		provisioner = await startTestProvisioner({ database, services: ["gateway", "distributors", "localnodes", "scriptruns", "sshkeys", "sshkey"], env: { TRANSPORTER: nats.url } });
 		const store = storeFor(provisioner.config);
 		biosUrl = (await store.putFile("boot/undionly.kpxe", BIOS)).url;
 		uefiUrl = (await store.putFile("boot/ipxe.efi", UEFI)).url;

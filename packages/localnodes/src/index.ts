@@ -104,17 +104,34 @@ export const LocalnodesService: ServiceSchema = {
 				const privateKey = await this.privateKeyFor(ctx, node.artifactId);
 				const nodeID = await this.distributorOf(ctx, node.artifactId);
 				const timeoutMs = ctx.params.timeout * 1000;
-				const result: ScriptResult = await ctx.call(
-					`${WORKER_SERVICE}.runScript`,
-					{ ip: node.ip, script: ctx.params.script, privateKey, expectedHostKey: node.hostKey, timeoutMs },
-					{ nodeID, timeout: timeoutMs + 15_000 },
-				);
+				const audit = await this.beginAudit(ctx, node);
+				let result: ScriptResult;
+				try {
+					result = await ctx.call(
+						`${WORKER_SERVICE}.runScript`,
+						{ ip: node.ip, script: ctx.params.script, privateKey, expectedHostKey: node.hostKey, timeoutMs },
+						{ nodeID, timeout: timeoutMs + 15_000 },
+					);
+				} catch (err) {
+					await ctx.call("scriptruns.finish", { id: audit.id, code: null, error: (err as Error).message });
+					throw err;
+				}
+				await ctx.call("scriptruns.finish", { id: audit.id, code: result.code, signal: result.signal ?? null });
 				if (!node.hostKey) await this.adapter.updateById(node.id, { $set: { hostKey: result.hostKey, reachable: true, reachableCheckedAt: new Date() } });
 				return { code: result.code, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
 			},
 		},
 	},
 	methods: {
+		/** Log the run before it starts: a run that cannot be audited does not happen. */
+		async beginAudit(this: any, ctx: Context<ScriptRequest>, node: { id: number; ip: string; artifactId: string }): Promise<{ id: number }> {
+			try {
+				return await ctx.call("scriptruns.begin", { localnodeId: node.id, ip: node.ip, artifactId: node.artifactId, script: ctx.params.script });
+			} catch (err) {
+				if ((err as Error).name === "ServiceNotFoundError") throw new UnavailableError("the audit log (scriptruns service) is not running: scripts are not run unaudited");
+				throw err;
+			}
+		},
 		/** The key named in the request, or else the newest private key stored for the node's site. */
 		async privateKeyFor(this: any, ctx: Context<ScriptRequest>, artifactId: string): Promise<string> {
 			if (ctx.params.privateKey) return ctx.params.privateKey;
@@ -174,5 +191,7 @@ export const LocalnodesService: ServiceSchema = {
 		await this.reachabilityRun;
 	},
 };
+
+export { ScriptRunsService } from "./scriptruns";
 
 export default LocalnodesService;
