@@ -36,15 +36,26 @@ function tempDir(prefix: string): string {
 	return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startRedis(): Promise<TestServer> {
+export async function startRedis(): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
 	const port = await freePort();
 	const dir = tempDir("cpp-redis-");
-	const child = spawn(findBinary("redis-server", ["/usr/bin", "/usr/local/bin"]), ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--save", ""], { stdio: "ignore" });
+	// Append-only persistence, as the manifests run it: what Redis acknowledged survives a restart.
+	const launch = () =>
+		spawn(findBinary("redis-server", ["/usr/bin", "/usr/local/bin"]), ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--save", ""], { stdio: "ignore" });
+	let child = launch();
 	await waitForPort(port);
 	return {
 		url: `redis://127.0.0.1:${port}`,
 		port,
-		pid: child.pid!,
+		get pid() {
+			return child.pid!;
+		},
+		async restart(downtimeMs = 1000) {
+			await stopChild(child);
+			await new Promise((r) => setTimeout(r, downtimeMs));
+			child = launch();
+			await waitForPort(port);
+		},
 		async stop() {
 			await stopChild(child);
 			fs.rmSync(dir, { recursive: true, force: true });
