@@ -63,15 +63,16 @@ interface Load {
 /** wrk's --latency report → numbers (latencies in ms). */
 function parseWrk(output: string): Load {
 	const toMs = (value: string) => {
-		const [, n, unit] = /([\d.]+)(us|ms|s)/.exec(value)!;
-		return Number(n) * (unit === "us" ? 0.001 : unit === "s" ? 1000 : 1);
+		const match = /^([\d.]+)(us|ms|s|m)$/.exec(value);
+		if (!match) throw new Error(`cannot read wrk's latency "${value}" in:\n${output}`);
+		return Number(match[1]) * { us: 0.001, ms: 1, s: 1000, m: 60_000 }[match[2] as "us" | "ms" | "s" | "m"];
 	};
 	const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
 	const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
 	return {
 		requestsPerSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)![1]),
-		p50: toMs(/50%\s+(\S+)/.exec(output)![1]!),
-		p99: toMs(/99%\s+(\S+)/.exec(output)![1]!),
+		p50: toMs(/^\s+50%\s+(\S+)/m.exec(output)![1]!),
+		p99: toMs(/^\s+99%\s+(\S+)/m.exec(output)![1]!),
 		errors: (socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0) + (non2xx ? Number(non2xx[1]) : 0),
 	};
 }
@@ -146,7 +147,8 @@ try {
 	const met = throughput >= 0.5 && tail <= 2 && best.provisioner!.errors === 0;
 	console.log(`\nbest of ${ROUNDS}: throughput ${throughput.toFixed(2)}× nginx (target >= 0.5), p99 ${tail.toFixed(2)}× nginx (target <= 2), errors ${best.provisioner!.errors} (target 0): ${met ? "targets met" : "TARGETS MISSED"}`);
 } finally {
-	for (const child of children) child.kill("SIGTERM");
+	// Services before the nats-server they talk through.
+	for (const child of [...children].reverse()) child.kill("SIGTERM");
 	await new Promise((r) => setTimeout(r, 500));
 	fs.rmSync(work, { recursive: true, force: true });
 }

@@ -55,7 +55,8 @@ describe("gateway: OpenAPI, Insomnia workspace and Prometheus metrics", () => {
 	const services = apiServiceNames();
 
 	beforeAll(async () => {
-		provisioner = await startTestProvisioner({ services });
+		// Auth off here: the document without security; the auth-on document is checked on its own below.
+		provisioner = await startTestProvisioner({ services, env: { AUTH: "off" } });
 		const response = await provisioner.api("/openapi.json");
 		expect(response.status).toBe(200);
 		doc = (await response.json()) as OpenApiDocument;

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { storeFor } from "@clusterplatform/core";
 import { eventually, freePort, waitForPort } from "../support/ports";
-import { startTestProvisioner, type TestProvisioner } from "../support/provisioner";
+import { ADMIN_HEADERS, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
 import { canMakeNamespaces, createLan, stopChild, type Lan } from "./support/netns";
 import { tftpGet, pxeProbe } from "./support/peers";
 import { bootGuest, OVMF_CODE, type Firmware, type Guest } from "./support/qemu";
@@ -86,7 +86,8 @@ describeLan("a site LAN in network namespaces", () => {
 	const api = (pathname: string, init: { method?: string; json?: unknown } = {}) =>
 		fetch(`${base}/api${pathname}`, {
 			method: init.method ?? "GET",
-			headers: init.json === undefined ? {} : { "Content-Type": "application/json" },
+			// The operator holds a token; the booting guests below send none (the machine path).
+			headers: { ...ADMIN_HEADERS, ...(init.json === undefined ? {} : { "Content-Type": "application/json" }) },
 			body: init.json === undefined ? undefined : JSON.stringify(init.json),
 		});
 	const json = async (pathname: string) => (await api(pathname)).json();

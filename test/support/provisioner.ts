@@ -2,11 +2,15 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Client } from "pg";
-import { loadConfig } from "@clusterplatform/core";
+import { generateToken, loadConfig, tokenEntry } from "@clusterplatform/core";
 import { startProvisioner, type RunningProvisioner } from "@clusterplatform/cli";
 import { freePort } from "./ports";
 
 export type DatabaseKind = "sqlite" | "postgres";
+
+/** The admin token every test provisioner accepts (unless the test sets API_TOKENS itself). */
+export const TEST_ADMIN_TOKEN = generateToken();
+export const ADMIN_HEADERS = { Authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 
 /** Service suites run once per database: SQLite files and the run's real PostgreSQL. */
 export const DATABASES: DatabaseKind[] = ["sqlite", "postgres"];
@@ -53,7 +57,10 @@ export async function startTestProvisioner(options: TestProvisionerOptions = {})
 		DATA_DIR: dataDir,
 		LOG_LEVEL: process.env.CPP_TEST_LOG_LEVEL ?? "warn",
 		NODE_ID: `test-${process.pid}-${port}`,
-		AUTH: "off",
+		// Auth on, as an operator runs it: api() sends an admin token; booting hosts' requests
+		// (plain fetch without a header) take the machine path.
+		AUTH: "on",
+		API_TOKENS: tokenEntry("test-admin", TEST_ADMIN_TOKEN, false),
 		...options.env,
 	};
 	if (options.database === "postgres") env.DATABASE_URL = await freshPostgresDatabase();
@@ -67,6 +74,7 @@ export async function startTestProvisioner(options: TestProvisionerOptions = {})
 			const { json, ...rest } = init;
 			const headers = new Headers(rest.headers);
 			if (json !== undefined) headers.set("Content-Type", "application/json");
+			if (!headers.has("Authorization")) headers.set("Authorization", ADMIN_HEADERS.Authorization);
 			return fetch(`${baseUrl}/api${pathname}`, { ...rest, headers, body: json !== undefined ? JSON.stringify(json) : rest.body });
 		},
 		async stop() {
