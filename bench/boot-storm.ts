@@ -10,10 +10,10 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
+import { freePort } from "../test/support/ports.ts";
 
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 1000);
 const DURATION = process.env.DURATION ?? "10s";
@@ -29,14 +29,6 @@ const work = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-bench-storm-"));
 // nginx workers run as an unprivileged user: they must be able to read the static copies.
 fs.chmodSync(work, 0o755);
 
-function freePort(): Promise<number> {
-	return new Promise((resolve) => {
-		const server = net.createServer().listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-	});
-}
 
 function start(command: string, args: string[], env: Record<string, string> = {}): ChildProcess {
 	const child = spawn(command, args, { env: { ...process.env, LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "ignore", "inherit"] });

@@ -10,12 +10,12 @@
  * are what a job does (copy the prepared tree, make with the new EMBED).
  */
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "@clusterplatform/core";
 import { startProvisioner } from "@clusterplatform/cli";
 import { ipxeWorkerSettings, sourceTreeFor, type Platform } from "@clusterplatform/ipxe";
+import { freePort } from "../test/support/ports.ts";
 
 const PLATFORMS: { platform: Platform; driver: "ipxe"; extension: "lkrn" | "efi" }[] = [
 	{ platform: "bin-x86_64-pcbios", driver: "ipxe", extension: "lkrn" },
@@ -33,16 +33,6 @@ const seconds = (ms: number) => ms / 1000;
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const fmt = (s: number) => `${s.toFixed(2)} s`;
 
-function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const server = net.createServer();
-		server.once("error", reject);
-		server.listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-	});
-}
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-bench-ipxe-"));
 const results: Record<string, unknown>[] = [];

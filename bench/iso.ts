@@ -9,12 +9,12 @@
  */
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig, storeFor } from "@clusterplatform/core";
 import { startProvisioner } from "@clusterplatform/cli";
 import { xorrisoArgs } from "@clusterplatform/iso";
+import { freePort } from "../test/support/ports.ts";
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const LABEL = "CPP BENCH ISO";
@@ -22,14 +22,6 @@ const LABEL = "CPP BENCH ISO";
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 const ms = (value: number) => `${value.toFixed(1)} ms`;
 
-async function freePort(): Promise<number> {
-	return new Promise((resolve) => {
-		const server = net.createServer().listen(0, "127.0.0.1", () => {
-			const { port } = server.address() as net.AddressInfo;
-			server.close(() => resolve(port));
-		});
-	});
-}
 
 const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-bench-iso-"));
 const port = await freePort();

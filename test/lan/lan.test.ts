@@ -159,7 +159,7 @@ describeLan("a site LAN in network namespaces", () => {
 	}, 180_000);
 
 	afterAll(async () => {
-		for (const guest of guests) await stopChild(guest.child, 2000);
+		for (const guest of guests) await stopChild(guest.child, "SIGTERM", 2000);
 		await stopChild(distributor);
 		await provisioner?.stop();
 		await stopChild(nats);

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { stopChild } from "./servers";
 import { freePort, waitForPort } from "./ports";
 
 const run = promisify(execFile);
@@ -62,17 +63,6 @@ rgw data = ${dir}/rgw
 `;
 }
 
-function stopDaemon(child: ChildProcess, graceMs = 10_000): Promise<void> {
-	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-	return new Promise((resolve) => {
-		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-		child.once("exit", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		child.kill("SIGTERM");
-	});
-}
 
 /** Resolves when `url` answers HTTP 200; bounded. */
 async function waitForHttp(url: string, timeoutMs: number, daemons: ChildProcess[]): Promise<void> {
@@ -95,7 +85,7 @@ export async function startRadosgw(options: { timeoutMs?: number } = {}): Promis
 	for (const sub of ["run", "log", "mon", "osd/ceph-0", "rgw"]) fs.mkdirSync(path.join(dir, sub), { recursive: true });
 	const daemons: ChildProcess[] = [];
 	const stop = async () => {
-		for (const daemon of [...daemons].reverse()) await stopDaemon(daemon);
+		for (const daemon of [...daemons].reverse()) await stopChild(daemon, "SIGTERM", 10_000);
 		fs.rmSync(dir, { recursive: true, force: true });
 	};
 	try {

@@ -20,8 +20,9 @@ function findBinary(name: string, dirs: string[]): string {
 	throw new Error(`${name} not found (looked in ${dirs.join(", ")}); run \`bash scripts/setup\``);
 }
 
-function stopChild(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM", graceMs = 5000): Promise<void> {
-	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+/** End a child we started (by its PID), escalating to SIGKILL after `graceMs`. */
+export function stopChild(child: ChildProcess | null | undefined, signal: NodeJS.Signals = "SIGTERM", graceMs = 5000): Promise<void> {
+	if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
 	return new Promise((resolve) => {
 		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
 		child.once("exit", () => {
@@ -36,28 +37,40 @@ function tempDir(prefix: string): string {
 	return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-export async function startRedis(): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
-	const port = await freePort();
-	const dir = tempDir("cpp-redis-");
-	// Append-only persistence, as the manifests run it: what Redis acknowledged survives a restart.
-	const launch = () =>
-		spawn(findBinary("redis-server", ["/usr/bin", "/usr/local/bin"]), ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--save", ""], { stdio: "ignore" });
+/** A server process on a fixed port that a test can stop and start again (same port, same data). */
+async function restartable(port: number, launch: () => ChildProcess, signal: NodeJS.Signals = "SIGTERM", graceMs = 5000) {
 	let child = launch();
 	await waitForPort(port);
 	return {
-		url: `redis://127.0.0.1:${port}`,
-		port,
 		get pid() {
 			return child.pid!;
 		},
 		async restart(downtimeMs = 1000) {
-			await stopChild(child);
+			await stopChild(child, signal, graceMs);
 			await new Promise((r) => setTimeout(r, downtimeMs));
 			child = launch();
 			await waitForPort(port);
 		},
+		end: () => stopChild(child, signal, graceMs),
+	};
+}
+
+export async function startRedis(): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
+	const port = await freePort();
+	const dir = tempDir("cpp-redis-");
+	// Append-only persistence, as the manifests run it: what Redis acknowledged survives a restart.
+	const server = await restartable(port, () =>
+		spawn(findBinary("redis-server", ["/usr/bin", "/usr/local/bin"]), ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--save", ""], { stdio: "ignore" }),
+	);
+	return {
+		url: `redis://127.0.0.1:${port}`,
+		port,
+		get pid() {
+			return server.pid;
+		},
+		restart: server.restart,
 		async stop() {
-			await stopChild(child);
+			await server.end();
 			fs.rmSync(dir, { recursive: true, force: true });
 		},
 	};
@@ -65,22 +78,15 @@ export async function startRedis(): Promise<TestServer & { restart(downtimeMs?: 
 
 export async function startNats(): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
 	const port = await freePort();
-	const launch = () => spawn(findBinary("nats-server", ["/usr/bin", "/usr/sbin", "/usr/local/bin"]), ["-a", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
-	let child = launch();
-	await waitForPort(port);
+	const server = await restartable(port, () => spawn(findBinary("nats-server", ["/usr/bin", "/usr/sbin", "/usr/local/bin"]), ["-a", "127.0.0.1", "-p", String(port)], { stdio: "ignore" }));
 	return {
 		url: `nats://127.0.0.1:${port}`,
 		port,
 		get pid() {
-			return child.pid!;
+			return server.pid;
 		},
-		async restart(downtimeMs = 1000) {
-			await stopChild(child);
-			await new Promise((r) => setTimeout(r, downtimeMs));
-			child = launch();
-			await waitForPort(port);
-		},
-		stop: () => stopChild(child),
+		restart: server.restart,
+		stop: server.end,
 	};
 }
 
@@ -116,21 +122,24 @@ export async function startPostgres(): Promise<PostgresServer> {
 	const initdb = spawnSync(path.join(bin, "initdb"), ["-D", data, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"], { ...user, encoding: "utf8" });
 	if (initdb.status !== 0) throw new Error(`initdb failed: ${initdb.stderr}`);
 	const port = await freePort();
-	const launch = () =>
-		spawn(
-			path.join(bin, "postgres"),
-			["-D", data, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${dir}`, "-c", "fsync=off", "-c", "max_connections=200"],
-			{ ...user, stdio: "ignore" },
-		);
-	let child = launch();
-	await waitForPort(port);
+	const server = await restartable(
+		port,
+		() =>
+			spawn(
+				path.join(bin, "postgres"),
+				["-D", data, "-p", String(port), "-c", "listen_addresses=127.0.0.1", "-c", `unix_socket_directories=${dir}`, "-c", "fsync=off", "-c", "max_connections=200"],
+				{ ...user, stdio: "ignore" },
+			),
+		"SIGINT",
+		10_000,
+	);
 	const base = `postgres://postgres@127.0.0.1:${port}`;
 	const psql = path.join(bin, "psql");
 	return {
 		url: `${base}/postgres`,
 		port,
 		get pid() {
-			return child.pid!;
+			return server.pid;
 		},
 		async createDatabase(name: string) {
 			if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`bad database name ${name}`);
@@ -142,14 +151,9 @@ export async function startPostgres(): Promise<PostgresServer> {
 				await new Promise((r) => setTimeout(r, 100));
 			}
 		},
-		async restart(downtimeMs = 1000) {
-			await stopChild(child, "SIGINT", 10_000);
-			await new Promise((r) => setTimeout(r, downtimeMs));
-			child = launch();
-			await waitForPort(port);
-		},
+		restart: server.restart,
 		async stop() {
-			await stopChild(child, "SIGINT", 10_000);
+			await server.end();
 			fs.rmSync(dir, { recursive: true, force: true });
 		},
 	};

@@ -1,6 +1,8 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import fs from "node:fs";
 
+export { stopChild } from "../../support/servers";
+
 /**
  * A throwaway LAN made of network namespaces, for tests that boot machines and answer DHCP
  * without ever touching the machine's real interfaces:
@@ -136,15 +138,3 @@ export function createLan(tag = String(process.pid)): Lan {
 	return lan;
 }
 
-/** Ends a child we started (by its PID): SIGTERM, then SIGKILL after a grace period. */
-export function stopChild(child: ChildProcess | null | undefined, graceMs = 5000): Promise<void> {
-	if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-	return new Promise((resolve) => {
-		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-		child.once("exit", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		child.kill("SIGTERM");
-	});
-}
