@@ -61,6 +61,8 @@ export const GatewayService: ServiceSchema = {
 			},
 		],
 		log4XXResponses: false,
+		// The route table is listed at debug level: at info it would fill the start-up log three times over.
+		logRouteRegistration: "debug",
 		logRequestParams: null,
 		logResponseData: null,
 	},
