@@ -8,6 +8,7 @@ import { configOf, storeFor } from "@clusterplatform/core";
 import { AccessControl, isMachinePath } from "./access";
 import { artifactHandler } from "./artifacts";
 import { answerClientError } from "./client-errors";
+import { jsonBody } from "./json-body";
 import { MachineTextCache } from "./machine-cache";
 import { collectClusterMetrics, refreshProvisionerGauges, renderPrometheus } from "./metrics";
 import { buildOpenApiDocument, type RouteEntry } from "./openapi";
@@ -51,8 +52,9 @@ export const GatewayService: ServiceSchema = {
 					"GET /openapi.json": "gateway.openapi",
 					"GET /metrics": "gateway.metrics",
 				},
+				// JSON goes through jsonBody (json-body.ts), set up in created() with the configured limit.
 				bodyParsers: {
-					json: { strict: false, limit: "4mb" },
+					json: false,
 					urlencoded: { extended: false, limit: "4mb" },
 				},
 				onBeforeCall(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage) {
@@ -132,8 +134,8 @@ export const GatewayService: ServiceSchema = {
 		this.settings.ip = config.host;
 		const limit = `${config.bodyLimit}b`;
 		const apiRoute = this.settings.routes[1];
-		apiRoute.bodyParsers.json.limit = limit;
 		apiRoute.bodyParsers.urlencoded.limit = limit;
+		apiRoute.use = [jsonBody(config.bodyLimit)];
 		const serve = artifactHandler(() => storeFor(configOf(this.broker)));
 		this.settings.routes[0].use = [(req: IncomingMessage, res: any, next: (err?: unknown) => void) => serve(req, res).catch(next)];
 		// moleculer-web built its routes in its own created(), before the lines above: build them again.
