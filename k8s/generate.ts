@@ -23,6 +23,8 @@ export const WORKER_IMAGES: Record<string, string> = {
 	"syslinuxs-worker": "clusterplatform/syslinux-worker",
 	"isos-worker": "clusterplatform/iso-worker",
 	"distributor-worker": "clusterplatform/distributor",
+	// The site's DNS (packages/dns) runs next to the distributor, from the same image (it has dnsmasq).
+	"dns-worker": "clusterplatform/distributor",
 };
 
 /**
@@ -37,7 +39,7 @@ const SERVICE_ENV: Record<string, { name: string; value: string }[]> = {
 };
 
 /** Site-side services: not started by `clusterplatform start`, they have their own command. */
-const OWN_COMMAND: Record<string, string[]> = { "distributor-worker": ["clusterplatform", "distributor"] };
+const OWN_COMMAND: Record<string, string[]> = { "distributor-worker": ["clusterplatform", "distributor"], "dns-worker": ["clusterplatform", "start", "dns-worker"], "tunnel-client": ["clusterplatform", "start", "tunnel-client"] };
 
 type Tier = "gateway" | "api" | "worker" | "site";
 

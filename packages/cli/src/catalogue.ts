@@ -1,5 +1,6 @@
 import type { ServiceSchema } from "moleculer";
 import { DistributorWorkerService, DistributorsService } from "@clusterplatform/distributor";
+import { DnsWorkerService, DnsesService } from "@clusterplatform/dns";
 import { GatewayService } from "@clusterplatform/gateway";
 import { GrubsService, GrubsWorkerService } from "@clusterplatform/grub";
 import { IpxesService, IpxesWorkerService } from "@clusterplatform/ipxe";
@@ -13,6 +14,7 @@ import { SshkeyService } from "@clusterplatform/sshkey";
 import { SshkeysService } from "@clusterplatform/sshkeys";
 import { SubscriptsService } from "@clusterplatform/subscripts";
 import { SyslinuxsService, SyslinuxsWorkerService } from "@clusterplatform/syslinux";
+import { TunnelClientService, TunnelServerService, TunnelsService } from "@clusterplatform/tunnels";
 
 export interface ServiceEntry {
 	schema: ServiceSchema;
@@ -38,6 +40,8 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	scriptruns: { schema: ScriptRunsService, default: true },
 	distributors: { schema: DistributorsService, default: true },
 	"distributor-worker": { schema: DistributorWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },
+	dnses: { schema: DnsesService, default: true },
+	"dns-worker": { schema: DnsWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },
 	grubs: { schema: GrubsService, queue: true, default: true },
 	"grubs-worker": { schema: GrubsWorkerService, queue: true, default: true, binaries: [["grub-mkstandalone", "grub-efi-amd64-bin"], ["mkfs.vfat", "dosfstools"], ["mcopy", "mtools"], ["zip", "zip"]] },
 	syslinuxs: { schema: SyslinuxsService, queue: true, default: true },
@@ -47,4 +51,9 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	"ipxes-worker": { schema: IpxesWorkerService, queue: true, default: true },
 	isos: { schema: IsosService, queue: true, default: true },
 	"isos-worker": { schema: IsosWorkerService, queue: true, default: true, binaries: [["xorriso", "xorriso"], ["unzip", "unzip"]] },
+	tunnels: { schema: TunnelsService, default: true },
+	// The public SSH endpoint of tunnels (TUNNEL_SSH_PORT); started on its own, it needs a reachable port.
+	"tunnel-server": { schema: TunnelServerService },
+	// Site side, next to the distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID).
+	"tunnel-client": { schema: TunnelClientService },
 };

@@ -79,7 +79,14 @@ export class DnsmasqSupervisor extends EventEmitter {
 	private reason: string | null = null;
 	private log: string[] = [];
 
-	constructor(private readonly binary: string) {
+	/**
+	 * `prefix` runs dnsmasq through another program (e.g. `ip netns exec <ns>`, which execs it, so
+	 * the PID is still dnsmasq's); `readyLine` is the log line that says its sockets are bound.
+	 */
+	constructor(
+		private readonly binary: string,
+		private readonly options: { prefix?: string[]; readyLine?: RegExp } = {},
+	) {
 		super();
 	}
 
@@ -100,7 +107,8 @@ export class DnsmasqSupervisor extends EventEmitter {
 	async start(confFile: string): Promise<DnsmasqStatus> {
 		if (this.child) return this.status();
 		this.reason = null;
-		const child = spawn(this.binary, ["--keep-in-foreground", `--conf-file=${confFile}`, "--log-facility=-"], { stdio: ["ignore", "pipe", "pipe"] });
+		const [command, ...prefixArgs] = [...(this.options.prefix ?? []), this.binary];
+		const child = spawn(command!, [...prefixArgs, "--keep-in-foreground", `--conf-file=${confFile}`, "--log-facility=-"], { stdio: ["ignore", "pipe", "pipe"] });
 		this.child = child;
 		const ready = new Promise<void>((resolve) => {
 			const timer = setTimeout(resolve, READY_TIMEOUT_MS);
@@ -108,8 +116,8 @@ export class DnsmasqSupervisor extends EventEmitter {
 				for (const line of chunk.toString("utf8").split("\n").filter(Boolean)) {
 					this.log.push(line);
 					if (this.log.length > LOG_LINES_KEPT) this.log.shift();
-					// dnsmasq logs the TFTP root after its sockets are bound.
-					if (/TFTP root is/.test(line)) {
+					// dnsmasq logs the TFTP root (by default) after its sockets are bound.
+					if ((this.options.readyLine ?? /TFTP root is/).test(line)) {
 						clearTimeout(timer);
 						resolve();
 					}

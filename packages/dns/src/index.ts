@@ -1,0 +1,4 @@
+export * from "./dnsmasq";
+export * from "./hosts";
+export * from "./manager";
+export * from "./worker";

@@ -1,0 +1,154 @@
+import type { Context, ServiceSchema } from "moleculer";
+import { BOOLEAN_PARAM, DataTypes, ID_PARAM, Op, UnavailableError, entityMixin } from "@clusterplatform/core";
+import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
+import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
+import { DNS_STATE_EVENT, DNS_WORKER_SERVICE, LOG_LINES_MAX, type DnsWorkerStatus } from "./worker";
+
+/** How often the manager re-reads which workers are connected (and stamps lastSeen). */
+const SYNC_INTERVAL_MS = 10_000;
+const COMMAND_TIMEOUT_MS = 30_000;
+
+/**
+ * /api/dnses: one row per site (artifactId) whose dns worker has connected; online:false and
+ * lastSeen once it is gone. Every command is carried out by that site's own worker node, after
+ * the whole input has been validated here (a 422 changes nothing).
+ */
+export const DnsesService: ServiceSchema = {
+	name: "dnses",
+	mixins: [
+		entityMixin({
+			name: "dnses",
+			fields: {
+				artifactId: { type: DataTypes.STRING(253), allowNull: false, unique: true },
+				nodeID: { type: DataTypes.STRING(255), allowNull: false },
+				online: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
+				lastSeen: { type: DataTypes.DATE, allowNull: true },
+				on: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
+				state: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "off" },
+				stateReason: { type: DataTypes.TEXT, allowNull: true },
+				domain: { type: DataTypes.STRING(253), allowNull: true },
+				upstreams: { type: DataTypes.JSON, allowNull: true },
+				port: { type: DataTypes.INTEGER, allowNull: true },
+				hosts: { type: DataTypes.TEXT, allowNull: true },
+			},
+			// Rows are made by workers connecting, not by clients.
+			params: {},
+		}),
+	],
+	actions: {
+		create: false,
+		update: {
+			rest: "PUT /:id",
+			params: {
+				id: ID_PARAM,
+				domain: { type: "string", max: 253 },
+				upstreams: { type: "array", items: { type: "string", max: 64 }, max: 8 },
+				port: { type: "number", integer: true, min: 1, max: 65535, optional: true, convert: true },
+				$$strict: true,
+			},
+			async handler(this: any, ctx: Context<{ id: number; domain: string; upstreams: string[]; port?: number }>) {
+				const settings: DnsSettings = { domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port ?? DEFAULT_DNS_PORT };
+				const row = await this.commandable(ctx.params.id);
+				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.configure`, settings, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
+				return this.record(ctx, row.id, this.columnsOf(status));
+			},
+		},
+		setHosts: {
+			rest: "PUT /:id/hosts",
+			params: { id: ID_PARAM, hosts: { type: "string", max: HOSTS_MAX_BYTES }, $$strict: true },
+			async handler(this: any, ctx: Context<{ id: number; hosts: string }>) {
+				parseHosts(ctx.params.hosts);
+				const row = await this.commandable(ctx.params.id);
+				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.setHosts`, { hosts: ctx.params.hosts }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
+				return this.record(ctx, row.id, this.columnsOf(status));
+			},
+		},
+		setStatus: {
+			rest: "PUT /:id/status",
+			params: { id: ID_PARAM, on: BOOLEAN_PARAM, $$strict: true },
+			async handler(this: any, ctx: Context<{ id: number; on: boolean }>) {
+				const row = await this.commandable(ctx.params.id);
+				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.setStatus`, { on: ctx.params.on }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
+				return this.record(ctx, row.id, this.columnsOf(status));
+			},
+		},
+		log: {
+			rest: "GET /:id/log",
+			params: { id: ID_PARAM, lines: { type: "number", integer: true, min: 1, max: LOG_LINES_MAX, convert: true, default: 100 }, $$strict: true },
+			async handler(this: any, ctx: Context<{ id: number; lines: number }>): Promise<{ lines: string[] }> {
+				const row = await this.commandable(ctx.params.id);
+				const lines: string[] = await ctx.call(`${DNS_WORKER_SERVICE}.log`, { lines: ctx.params.lines }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
+				return { lines };
+			},
+		},
+	},
+	events: {
+		"$services.changed"(this: any) {
+			this.requestSync();
+		},
+		"$node.disconnected"(this: any) {
+			this.requestSync();
+		},
+		[DNS_STATE_EVENT]: {
+			async handler(this: any, ctx: Context<DnsWorkerStatus>) {
+				const row = await this.adapter.findOne({ where: { artifactId: ctx.params.artifactId } });
+				if (row) await this.record(ctx, row.id, { on: ctx.params.on, state: ctx.params.state, stateReason: ctx.params.reason });
+			},
+		},
+	},
+	methods: {
+		columnsOf(status: DnsWorkerStatus) {
+			return { on: status.on, state: status.state, stateReason: status.reason, hosts: status.hosts, ...(status.settings ?? {}) };
+		},
+		async record(this: any, ctx: Context, id: number, changes: Record<string, unknown>) {
+			const row = await this.adapter.updateById(id, { $set: changes });
+			const json = await this.transformDocuments(ctx, {}, row);
+			await this.entityChanged("updated", json, ctx);
+			return json;
+		},
+		/** The row, if its worker is connected now; 503 otherwise (a command is never sent elsewhere). */
+		async commandable(this: any, id: number) {
+			const row = (await this.findOrFail(id)).get({ plain: true });
+			if (!this.connectedWorkers().some((w: { nodeID: string }) => w.nodeID === row.nodeID)) {
+				throw new UnavailableError(`the DNS of site ${row.artifactId} is offline${row.lastSeen ? `, last seen ${new Date(row.lastSeen).toISOString()}` : ""}`, { id });
+			}
+			return row;
+		},
+		connectedWorkers(this: any): { nodeID: string; artifactId: string }[] {
+			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
+			return services.filter((s: any) => s.name === DNS_WORKER_SERVICE && s.metadata?.artifactId).map((s: any) => ({ nodeID: s.nodeID, artifactId: String(s.metadata.artifactId) }));
+		},
+		/** Serialised: the registry fires bursts of changes, and each sync reads then writes rows. */
+		requestSync(this: any): Promise<void> {
+			this.syncing = (this.syncing ?? Promise.resolve()).then(() => this.syncWorkers()).catch((err: Error) => this.logger.warn(`dns sync failed: ${err.message}`));
+			return this.syncing;
+		},
+		async syncWorkers(this: any): Promise<void> {
+			if (!this.adapter?.model) return;
+			const workers = this.connectedWorkers();
+			const now = new Date();
+			for (const worker of workers) {
+				const existing = await this.adapter.findOne({ where: { artifactId: worker.artifactId } });
+				const fresh = !existing || !existing.online || existing.nodeID !== worker.nodeID;
+				const changes = { nodeID: worker.nodeID, online: true, lastSeen: now };
+				const id = existing ? existing.id : (await this.adapter.insert({ artifactId: worker.artifactId, ...changes })).id;
+				if (existing) await this.adapter.updateById(id, { $set: changes });
+				if (fresh) {
+					// A worker that (re)connects reports what it serves, e.g. since before a restart.
+					const status: DnsWorkerStatus | null = await this.broker.call(`${DNS_WORKER_SERVICE}.status`, {}, { nodeID: worker.nodeID, timeout: 10_000 }).catch(() => null);
+					if (status) await this.adapter.updateById(id, { $set: this.columnsOf(status) });
+				}
+			}
+			const gone = await this.adapter.find({ query: { online: true, artifactId: { [Op.notIn]: workers.map((w: { artifactId: string }) => w.artifactId).concat([""]) } } });
+			for (const row of gone) await this.adapter.updateById(row.id, { $set: { online: false } });
+		},
+	},
+	started(this: any) {
+		this.syncTimer = setInterval(() => void this.requestSync(), SYNC_INTERVAL_MS);
+		void this.requestSync();
+	},
+	async stopped(this: any) {
+		clearInterval(this.syncTimer);
+		await this.syncing;
+	},
+};

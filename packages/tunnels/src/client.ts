@@ -1,0 +1,136 @@
+import net from "node:net";
+import type { Context, ServiceSchema } from "moleculer";
+import { Client, type ClientChannel } from "ssh2";
+import { ConfigError, configOf } from "@clusterplatform/core";
+import { TUNNELS_CHANGED_EVENT, bindOf, parseTarget, tunnelSettings, userOf } from "./settings";
+import type { TunnelGrant } from "./manager";
+
+/** How often a client re-reads its site's tunnels even without a change event (missed broadcasts). */
+const RESYNC_MS = 15_000;
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 15_000;
+
+/**
+ * One tunnel at the site: an outbound SSH connection asking for its reverse forward, each forwarded
+ * connection piped to the target; reconnects with doubling backoff until stopped.
+ */
+export class TunnelLink {
+	private client: Client | null = null;
+	private retryMs = FIRST_RETRY_MS;
+	private timer: NodeJS.Timeout | null = null;
+	private stopped = false;
+
+	constructor(
+		readonly grant: TunnelGrant,
+		private readonly server: { host: string; port: number },
+		private readonly onProblem: (reason: string) => void,
+	) {}
+
+	start(): void {
+		this.stopped = false;
+		this.connect();
+	}
+
+	stop(): void {
+		this.stopped = true;
+		if (this.timer) clearTimeout(this.timer);
+		this.client?.end();
+		this.client = null;
+	}
+
+	private connect(): void {
+		const { grant } = this;
+		const target = parseTarget(grant.target, "target");
+		const client = new Client();
+		this.client = client;
+		let failed = false;
+		const retry = (reason: string) => {
+			if (failed || this.stopped) return;
+			failed = true;
+			client.end();
+			this.onProblem(`${reason}; retrying in ${Math.round(this.retryMs / 1000)}s`);
+			this.timer = setTimeout(() => this.connect(), this.retryMs);
+			this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
+		};
+		client.on("ready", () => {
+			client.forwardIn(bindOf(grant.public), grant.remotePort, (err) => {
+				if (err) return retry(`the tunnel-server refused the forward of port ${grant.remotePort}: ${err.message}`);
+				this.retryMs = FIRST_RETRY_MS;
+			});
+		});
+		client.on("tcp connection", (_info, accept, reject) => {
+			const socket = net.connect(target.port, target.host);
+			socket.once("connect", () => {
+				const channel: ClientChannel = accept();
+				socket.pipe(channel).pipe(socket);
+				channel.on("error", () => socket.destroy());
+			});
+			socket.once("error", () => reject());
+		});
+		client.on("error", (err) => retry(`tunnel-server ${this.server.host}:${this.server.port}: ${err.message}`));
+		client.on("close", () => retry("connection to the tunnel-server closed"));
+		const pinned = (key: Buffer) => {
+			if (grant.hostKeys.includes(key.toString("base64"))) return true;
+			retry(`tunnel-server ${this.server.host}:${this.server.port} showed a host key no online tunnel-server has (${grant.hostKeys.length} known)`);
+			return false;
+		};
+		client.connect({ host: this.server.host, port: this.server.port, hostVerifier: pinned, username: userOf(grant.id), password: grant.token, readyTimeout: CONNECT_TIMEOUT_MS, keepaliveInterval: 15_000 });
+	}
+}
+
+/**
+ * The site side (with CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID naming the site): keeps one TunnelLink
+ * per live tunnel of its site, as the "tunnels" manager lists them; reports problems to it.
+ */
+export const TunnelClientService: ServiceSchema = {
+	name: "tunnel-client",
+	events: {
+		[TUNNELS_CHANGED_EVENT]: {
+			handler(this: any, ctx: Context<{ artifactId: string }>) {
+				if (ctx.params.artifactId === this.artifactId) void this.sync();
+			},
+		},
+	},
+	methods: {
+		/** Serialised re-read: starts links for new tunnels, stops links for closed ones. */
+		sync(this: any): Promise<void> {
+			this.syncing = (this.syncing ?? Promise.resolve()).then(async () => {
+				const grants: TunnelGrant[] | null = await this.broker.call("tunnels.siteTunnels", { artifactId: this.artifactId }).catch(() => null);
+				if (!grants || this.stopping) return;
+				const links: Map<number, TunnelLink> = this.links;
+				for (const [id, link] of links) {
+					if (!grants.some((g) => g.id === id)) {
+						link.stop();
+						links.delete(id);
+					}
+				}
+				for (const grant of grants) {
+					if (links.has(grant.id)) continue;
+					const server = tunnelSettings().server ?? { host: grant.sshHost, port: grant.sshPort };
+					const link = new TunnelLink(grant, server, (reason) => void this.broker.call("tunnels.report", { id: grant.id, status: "pending", reason: reason.slice(0, 1000) }).catch(() => undefined));
+					links.set(grant.id, link);
+					link.start();
+				}
+			});
+			return this.syncing;
+		},
+	},
+	created(this: any) {
+		this.links = new Map<number, TunnelLink>();
+		const artifactId = configOf(this.broker).distributorArtifactId;
+		if (!artifactId) throw new ConfigError("tunnel-client needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site whose tunnels it opens)");
+		this.artifactId = artifactId;
+	},
+	async started(this: any) {
+		this.timer = setInterval(() => void this.sync(), RESYNC_MS);
+		void this.broker.waitForServices(["tunnels"], 60_000).then(() => this.sync()).catch(() => undefined);
+	},
+	async stopped(this: any) {
+		this.stopping = true;
+		clearInterval(this.timer);
+		await this.syncing;
+		for (const link of (this.links as Map<number, TunnelLink>).values()) link.stop();
+		this.links.clear();
+	},
+};

@@ -1,0 +1,4 @@
+export * from "./settings";
+export * from "./manager";
+export * from "./server";
+export * from "./client";

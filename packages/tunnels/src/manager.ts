@@ -1,0 +1,184 @@
+import crypto from "node:crypto";
+import type { Context, ServiceSchema } from "moleculer";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, configOf, entityMixin, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT, parseTarget, tunnelSettings } from "./settings";
+
+export type TunnelStatus = "pending" | "open" | "closed";
+
+export interface TunnelRow {
+	id: number;
+	artifactId: string;
+	target: string;
+	remotePort: number;
+	public: boolean;
+	status: TunnelStatus;
+	statusReason: string | null;
+	token?: string;
+}
+
+/** What a site's tunnel-client needs to open one tunnel (internal: carries the credential). */
+export interface TunnelGrant {
+	id: number;
+	target: string;
+	remotePort: number;
+	public: boolean;
+	token: string;
+	sshHost: string;
+	sshPort: number;
+	/** Host keys (base64 SSH wire format) of the online tunnel-servers; the client accepts no other. */
+	hostKeys: string[];
+}
+
+const TARGET_PARAM = {
+	type: "string",
+	max: 300,
+	custom: (value: unknown, errors: { type: string; actual: unknown; message?: string }[]) => {
+		if (typeof value !== "string") return value;
+		try {
+			parseTarget(value, "target");
+		} catch (err) {
+			errors.push({ type: "target", actual: value, message: `The 'target' field ${(err as Error).message.replace(/^target:?\s*/, "")}` });
+		}
+		return value;
+	},
+};
+
+const PORT_PARAM = { type: "number", integer: true, min: 1, max: 65535, optional: true };
+
+function sameToken(a: string, b: string): boolean {
+	const x = crypto.createHash("sha256").update(a).digest();
+	const y = crypto.createHash("sha256").update(b).digest();
+	return crypto.timingSafeEqual(x, y);
+}
+
+/**
+ * /api/tunnels: a site (artifactId) exposes `target` (host:port on its LAN, e.g. the gateway or a
+ * node's SSH) on the tunnel-server's `remotePort`. The site's tunnel-client dials out over SSH and
+ * asks for that one reverse forward; nothing needs opening at the site. DELETE closes it for good.
+ */
+export const TunnelsService: ServiceSchema = {
+	name: "tunnels",
+	mixins: [
+		entityMixin({
+			name: "tunnels",
+			fields: {
+				artifactId: { type: DataTypes.STRING(253), allowNull: false },
+				target: { type: DataTypes.STRING(300), allowNull: false },
+				remotePort: { type: DataTypes.INTEGER, allowNull: false },
+				public: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
+				status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "pending" },
+				statusReason: { type: DataTypes.TEXT, allowNull: true },
+				// The SSH password of this tunnel's client; never listed or echoed.
+				token: { type: DataTypes.STRING(64), allowNull: false },
+			},
+			params: { artifactId: ARTIFACT_ID_PARAM, target: TARGET_PARAM, remotePort: PORT_PARAM, public: { ...BOOLEAN_PARAM, optional: true } },
+			hiddenFields: ["token"],
+		}),
+	],
+	actions: {
+		update: false,
+		create: {
+			async handler(this: any, ctx: Context<{ artifactId: string; target: string; remotePort?: number; public?: boolean }, RequestMeta>) {
+				const remotePort = await this.choosePort(ctx.params.remotePort);
+				const row = await this.adapter.insert({
+					artifactId: ctx.params.artifactId,
+					target: ctx.params.target,
+					remotePort,
+					public: ctx.params.public ?? false,
+					status: "pending",
+					token: crypto.randomBytes(24).toString("hex"),
+				});
+				const json = await this.present(ctx, row);
+				ctx.broadcast(TUNNELS_CHANGED_EVENT, { artifactId: json.artifactId });
+				return respondCreated(ctx, json, `/api/tunnels/${json.id}`);
+			},
+		},
+		list: {
+			async handler(this: any, ctx: Context<any, RequestMeta>) {
+				const page = await this._list(ctx, ctx.params);
+				page.rows = page.rows.map((row: TunnelRow) => this.withPublicUrl(row));
+				return page;
+			},
+		},
+		get: {
+			async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+				return this.present(ctx, await this.findOrFail(ctx.params.id));
+			},
+		},
+		/** Closes the tunnel: the server drops its forward and client; the row stays, status closed. */
+		remove: {
+			async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+				const row = await this.findOrFail(ctx.params.id);
+				const updated = await this.adapter.updateById(row.id, { $set: { status: "closed", statusReason: "closed through the API" } });
+				const json = await this.present(ctx, updated);
+				ctx.broadcast(TUNNEL_CLOSED_EVENT, { id: json.id });
+				ctx.broadcast(TUNNELS_CHANGED_EVENT, { artifactId: json.artifactId });
+				return json;
+			},
+		},
+		/** A site's live tunnels with their credentials, for its tunnel-client. */
+		siteTunnels: {
+			visibility: "public",
+			params: { artifactId: ARTIFACT_ID_PARAM },
+			async handler(this: any, ctx: Context<{ artifactId: string }>): Promise<TunnelGrant[]> {
+				const rows = await this.adapter.model.findAll({ where: { artifactId: ctx.params.artifactId, status: { [Op.ne]: "closed" } }, order: [["id", "ASC"]] });
+				const { sshPort } = tunnelSettings();
+				const hostKeys = this.serverHostKeys();
+				return rows.map((r: any) => {
+					const row: TunnelRow = r.get({ plain: true });
+					return { id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: row.token!, sshHost: this.publicHost(), sshPort, hostKeys };
+				});
+			},
+		},
+		/** The tunnel-server asks: may this user/password open a forward, and which one? */
+		authorize: {
+			visibility: "public",
+			params: { id: ID_PARAM, token: { type: "string", max: 200 } },
+			async handler(this: any, ctx: Context<{ id: number; token: string }>) {
+				const found = await this.adapter.findById(ctx.params.id);
+				const row: TunnelRow | null = found ? found.get({ plain: true }) : null;
+				if (!row || row.status === "closed" || !sameToken(row.token!, ctx.params.token)) return null;
+				return { id: row.id, remotePort: row.remotePort, public: row.public };
+			},
+		},
+		/** Status from the tunnel-server (open when the forward listens) or a client (why it cannot). */
+		report: {
+			visibility: "public",
+			params: { id: ID_PARAM, status: { type: "enum", values: ["pending", "open"] }, reason: { type: "string", optional: true, max: 1000 } },
+			async handler(this: any, ctx: Context<{ id: number; status: TunnelStatus; reason?: string }>) {
+				const row = await this.adapter.findById(ctx.params.id);
+				if (!row || row.get("status") === "closed") return null;
+				await this.adapter.updateById(ctx.params.id, { $set: { status: ctx.params.status, statusReason: ctx.params.reason ?? null } });
+				return { id: ctx.params.id, status: ctx.params.status };
+			},
+		},
+	},
+	methods: {
+		serverHostKeys(this: any): string[] {
+			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
+			return [...new Set<string>(services.filter((s: any) => s.name === "tunnel-server" && typeof s.metadata?.hostKey === "string").map((s: any) => s.metadata.hostKey))];
+		},
+		publicHost(this: any): string {
+			return tunnelSettings().publicHost ?? new URL(configOf(this.broker).publicUrl).hostname;
+		},
+		withPublicUrl(this: any, row: TunnelRow) {
+			const { token: _secret, ...shown } = row;
+			const host = this.publicHost();
+			return { ...shown, publicUrl: `tcp://${host.includes(":") ? `[${host}]` : host}:${row.remotePort}` };
+		},
+		async present(this: any, ctx: Context, row: unknown) {
+			return this.withPublicUrl(await this.transformDocuments(ctx, {}, row));
+		},
+		/** The asked port if no open tunnel holds it, else the first free one of the range. */
+		async choosePort(this: any, wanted?: number): Promise<number> {
+			const taken = new Set<number>((await this.adapter.model.findAll({ where: { status: { [Op.ne]: "closed" } }, attributes: ["remotePort"] })).map((r: any) => r.get("remotePort")));
+			if (wanted !== undefined) {
+				if (taken.has(wanted)) throw new ConflictError(`remotePort ${wanted} is used by another tunnel`, { field: "remotePort" });
+				return wanted;
+			}
+			const [from, to] = tunnelSettings().portRange;
+			for (let port = from; port <= to; port++) if (!taken.has(port)) return port;
+			throw new UnavailableError(`every remote port of TUNNEL_PORT_RANGE ${from}-${to} is in use`, { field: "remotePort" });
+		},
+	},
+};
