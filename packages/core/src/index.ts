@@ -13,3 +13,4 @@ export * from "./redis";
 export * from "./builder";
 export * from "./auth";
 export * from "./secrets";
+export * from "./site-workers";

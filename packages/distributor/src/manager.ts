@@ -1,10 +1,9 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, Op, UnavailableError, entityMixin, invalid } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, siteWorkersMixin } from "@clusterplatform/core";
 import { STATE_EVENT, WORKER_SERVICE, type DistributorSettings, type WorkerStatus } from "./worker";
 import { DEVICE_PATTERN, checkUrl } from "./validation";
 
 /** How often the manager re-reads which workers are connected (and stamps lastSeen). */
-const SYNC_INTERVAL_MS = 10_000;
 /** Downloading two iPXE binaries and restarting dnsmasq on the worker. */
 const CONFIGURE_TIMEOUT_MS = 180_000;
 const STATUS_TIMEOUT_MS = 30_000;
@@ -33,10 +32,8 @@ const IPV4_RULE = {
 /** The seed sends "artifactId": 1 along with commands; any value is accepted, a different site tag is not. */
 const ARTIFACT_ID_ECHO = { type: "any", optional: true };
 
-interface WorkerEntry {
-	nodeID: string;
-	identity: string;
-	artifactId: string;
+function stateColumns(status: WorkerStatus) {
+	return { on: status.on, state: status.state, stateReason: status.reason };
 }
 
 /**
@@ -48,6 +45,11 @@ interface WorkerEntry {
 export const DistributorsService: ServiceSchema = {
 	name: "distributors",
 	mixins: [
+		siteWorkersMixin<WorkerStatus>({
+			workerService: WORKER_SERVICE,
+			keyColumn: "identity",
+			statusColumns: (status) => ({ ...stateColumns(status), ...(status.settings ?? {}) }),
+		}),
 		entityMixin({
 			name: "distributors",
 			fields: {
@@ -93,7 +95,7 @@ export const DistributorsService: ServiceSchema = {
 					scriptUrl: ctx.params.scriptUrl ?? null,
 				};
 				const status: WorkerStatus = await ctx.call(`${WORKER_SERVICE}.configure`, settings, { nodeID: row.nodeID, timeout: CONFIGURE_TIMEOUT_MS });
-				return this.record(ctx, row.id, { ...settings, ...this.stateColumns(status) });
+				return this.record(ctx, row.id, { ...settings, ...stateColumns(status) });
 			},
 		},
 		setStatus: {
@@ -102,7 +104,7 @@ export const DistributorsService: ServiceSchema = {
 			async handler(this: any, ctx: Context<{ id: number; on: boolean; artifactId?: unknown }>) {
 				const row = await this.commandable(ctx.params.id, ctx.params.artifactId);
 				const status: WorkerStatus = await ctx.call(`${WORKER_SERVICE}.setStatus`, { on: ctx.params.on }, { nodeID: row.nodeID, timeout: STATUS_TIMEOUT_MS });
-				return this.record(ctx, row.id, this.stateColumns(status));
+				return this.record(ctx, row.id, stateColumns(status));
 			},
 		},
 		/** The node of an online distributor for a site (localnodes runs scripts through it). */
@@ -118,33 +120,14 @@ export const DistributorsService: ServiceSchema = {
 		},
 	},
 	events: {
-		"$services.changed": {
-			handler(this: any) {
-				this.requestSync();
-			},
-		},
-		"$node.disconnected": {
-			handler(this: any) {
-				this.requestSync();
-			},
-		},
 		[STATE_EVENT]: {
 			async handler(this: any, ctx: Context<WorkerStatus>) {
 				const row = await this.adapter.findOne({ where: { identity: ctx.params.identity } });
-				if (row) await this.record(ctx, row.id, this.stateColumns(ctx.params));
+				if (row) await this.record(ctx, row.id, stateColumns(ctx.params));
 			},
 		},
 	},
 	methods: {
-		stateColumns(status: WorkerStatus) {
-			return { on: status.on, state: status.state, stateReason: status.reason };
-		},
-		async record(this: any, ctx: Context, id: number, changes: Record<string, unknown>) {
-			const row = await this.adapter.updateById(id, { $set: changes });
-			const json = await this.transformDocuments(ctx, {}, row);
-			await this.entityChanged("updated", json, ctx);
-			return json;
-		},
 		/** The row, if its worker is connected now; 503 otherwise (a command is never sent elsewhere). */
 		async commandable(this: any, id: number, artifactId: unknown) {
 			const row = (await this.findOrFail(id)).get({ plain: true });
@@ -152,46 +135,5 @@ export const DistributorsService: ServiceSchema = {
 			if (!this.isWorkerNode(row.nodeID)) throw new UnavailableError(`distributor ${id} (${row.artifactId}) is offline${row.lastSeen ? `, last seen ${new Date(row.lastSeen).toISOString()}` : ""}`, { id });
 			return row;
 		},
-		isWorkerNode(this: any, nodeID: string): boolean {
-			return this.connectedWorkers().some((w: WorkerEntry) => w.nodeID === nodeID);
-		},
-		connectedWorkers(this: any): WorkerEntry[] {
-			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
-			return services
-				.filter((s: any) => s.name === WORKER_SERVICE && s.metadata?.identity && s.metadata?.artifactId)
-				.map((s: any) => ({ nodeID: s.nodeID, identity: String(s.metadata.identity), artifactId: String(s.metadata.artifactId) }));
-		},
-		/** Serialised: the registry fires bursts of changes, and each sync reads then writes rows. */
-		requestSync(this: any): Promise<void> {
-			this.syncing = (this.syncing ?? Promise.resolve()).then(() => this.syncWorkers()).catch((err: Error) => this.logger.warn(`distributor sync failed: ${err.message}`));
-			return this.syncing;
-		},
-		async syncWorkers(this: any): Promise<void> {
-			if (!this.adapter?.model) return;
-			const workers: WorkerEntry[] = this.connectedWorkers();
-			const now = new Date();
-			for (const worker of workers) {
-				const existing = await this.adapter.findOne({ where: { identity: worker.identity } });
-				const fresh = !existing || !existing.online || existing.nodeID !== worker.nodeID;
-				const changes = { artifactId: worker.artifactId, nodeID: worker.nodeID, online: true, lastSeen: now };
-				const id = existing ? existing.id : (await this.adapter.insert({ identity: worker.identity, ...changes })).id;
-				if (existing) await this.adapter.updateById(id, { $set: changes });
-				if (fresh) {
-					// A worker that (re)connects reports what it is doing, e.g. serving since before.
-					const status: WorkerStatus | null = await this.broker.call(`${WORKER_SERVICE}.status`, {}, { nodeID: worker.nodeID, timeout: 10_000 }).catch(() => null);
-					if (status) await this.adapter.updateById(id, { $set: { ...this.stateColumns(status), ...(status.settings ?? {}) } });
-				}
-			}
-			const gone = await this.adapter.find({ query: { online: true, identity: { [Op.notIn]: workers.map((w) => w.identity).concat([""]) } } });
-			for (const row of gone) await this.adapter.updateById(row.id, { $set: { online: false } });
-		},
-	},
-	started(this: any) {
-		this.syncTimer = setInterval(() => void this.requestSync(), SYNC_INTERVAL_MS);
-		void this.requestSync();
-	},
-	async stopped(this: any) {
-		clearInterval(this.syncTimer);
-		await this.syncing;
 	},
 };

@@ -1,12 +1,15 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOLEAN_PARAM, DataTypes, ID_PARAM, Op, UnavailableError, entityMixin } from "@clusterplatform/core";
+import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, siteWorkersMixin } from "@clusterplatform/core";
 import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
 import { DNS_STATE_EVENT, DNS_WORKER_SERVICE, LOG_LINES_MAX, type DnsWorkerStatus } from "./worker";
 
 /** How often the manager re-reads which workers are connected (and stamps lastSeen). */
-const SYNC_INTERVAL_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 30_000;
+
+function columnsOf(status: DnsWorkerStatus) {
+	return { on: status.on, state: status.state, stateReason: status.reason, hosts: status.hosts, ...(status.settings ?? {}) };
+}
 
 /**
  * /api/dnses: one row per site (artifactId) whose dns worker has connected; online:false and
@@ -16,6 +19,7 @@ const COMMAND_TIMEOUT_MS = 30_000;
 export const DnsesService: ServiceSchema = {
 	name: "dnses",
 	mixins: [
+		siteWorkersMixin<DnsWorkerStatus>({ workerService: DNS_WORKER_SERVICE, keyColumn: "artifactId", statusColumns: columnsOf }),
 		entityMixin({
 			name: "dnses",
 			fields: {
@@ -50,7 +54,7 @@ export const DnsesService: ServiceSchema = {
 				const settings: DnsSettings = { domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port ?? DEFAULT_DNS_PORT };
 				const row = await this.commandable(ctx.params.id);
 				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.configure`, settings, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return this.record(ctx, row.id, this.columnsOf(status));
+				return this.record(ctx, row.id, columnsOf(status));
 			},
 		},
 		setHosts: {
@@ -60,7 +64,7 @@ export const DnsesService: ServiceSchema = {
 				parseHosts(ctx.params.hosts);
 				const row = await this.commandable(ctx.params.id);
 				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.setHosts`, { hosts: ctx.params.hosts }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return this.record(ctx, row.id, this.columnsOf(status));
+				return this.record(ctx, row.id, columnsOf(status));
 			},
 		},
 		setStatus: {
@@ -69,7 +73,7 @@ export const DnsesService: ServiceSchema = {
 			async handler(this: any, ctx: Context<{ id: number; on: boolean }>) {
 				const row = await this.commandable(ctx.params.id);
 				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.setStatus`, { on: ctx.params.on }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return this.record(ctx, row.id, this.columnsOf(status));
+				return this.record(ctx, row.id, columnsOf(status));
 			},
 		},
 		log: {
@@ -83,12 +87,6 @@ export const DnsesService: ServiceSchema = {
 		},
 	},
 	events: {
-		"$services.changed"(this: any) {
-			this.requestSync();
-		},
-		"$node.disconnected"(this: any) {
-			this.requestSync();
-		},
 		[DNS_STATE_EVENT]: {
 			async handler(this: any, ctx: Context<DnsWorkerStatus>) {
 				const row = await this.adapter.findOne({ where: { artifactId: ctx.params.artifactId } });
@@ -97,58 +95,13 @@ export const DnsesService: ServiceSchema = {
 		},
 	},
 	methods: {
-		columnsOf(status: DnsWorkerStatus) {
-			return { on: status.on, state: status.state, stateReason: status.reason, hosts: status.hosts, ...(status.settings ?? {}) };
-		},
-		async record(this: any, ctx: Context, id: number, changes: Record<string, unknown>) {
-			const row = await this.adapter.updateById(id, { $set: changes });
-			const json = await this.transformDocuments(ctx, {}, row);
-			await this.entityChanged("updated", json, ctx);
-			return json;
-		},
 		/** The row, if its worker is connected now; 503 otherwise (a command is never sent elsewhere). */
 		async commandable(this: any, id: number) {
 			const row = (await this.findOrFail(id)).get({ plain: true });
-			if (!this.connectedWorkers().some((w: { nodeID: string }) => w.nodeID === row.nodeID)) {
+			if (!this.isWorkerNode(row.nodeID)) {
 				throw new UnavailableError(`the DNS of site ${row.artifactId} is offline${row.lastSeen ? `, last seen ${new Date(row.lastSeen).toISOString()}` : ""}`, { id });
 			}
 			return row;
 		},
-		connectedWorkers(this: any): { nodeID: string; artifactId: string }[] {
-			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
-			return services.filter((s: any) => s.name === DNS_WORKER_SERVICE && s.metadata?.artifactId).map((s: any) => ({ nodeID: s.nodeID, artifactId: String(s.metadata.artifactId) }));
-		},
-		/** Serialised: the registry fires bursts of changes, and each sync reads then writes rows. */
-		requestSync(this: any): Promise<void> {
-			this.syncing = (this.syncing ?? Promise.resolve()).then(() => this.syncWorkers()).catch((err: Error) => this.logger.warn(`dns sync failed: ${err.message}`));
-			return this.syncing;
-		},
-		async syncWorkers(this: any): Promise<void> {
-			if (!this.adapter?.model) return;
-			const workers = this.connectedWorkers();
-			const now = new Date();
-			for (const worker of workers) {
-				const existing = await this.adapter.findOne({ where: { artifactId: worker.artifactId } });
-				const fresh = !existing || !existing.online || existing.nodeID !== worker.nodeID;
-				const changes = { nodeID: worker.nodeID, online: true, lastSeen: now };
-				const id = existing ? existing.id : (await this.adapter.insert({ artifactId: worker.artifactId, ...changes })).id;
-				if (existing) await this.adapter.updateById(id, { $set: changes });
-				if (fresh) {
-					// A worker that (re)connects reports what it serves, e.g. since before a restart.
-					const status: DnsWorkerStatus | null = await this.broker.call(`${DNS_WORKER_SERVICE}.status`, {}, { nodeID: worker.nodeID, timeout: 10_000 }).catch(() => null);
-					if (status) await this.adapter.updateById(id, { $set: this.columnsOf(status) });
-				}
-			}
-			const gone = await this.adapter.find({ query: { online: true, artifactId: { [Op.notIn]: workers.map((w: { artifactId: string }) => w.artifactId).concat([""]) } } });
-			for (const row of gone) await this.adapter.updateById(row.id, { $set: { online: false } });
-		},
-	},
-	started(this: any) {
-		this.syncTimer = setInterval(() => void this.requestSync(), SYNC_INTERVAL_MS);
-		void this.requestSync();
-	},
-	async stopped(this: any) {
-		clearInterval(this.syncTimer);
-		await this.syncing;
 	},
 };
