@@ -38,6 +38,17 @@ const SERVICE_ENV: Record<string, { name: string; value: string }[]> = {
 	"ipxes-worker": [{ name: "IPXE_SOURCE_DIR", value: IPXE_SOURCE_DIR }],
 };
 
+/**
+ * The tunnel endpoint listens where sites can dial it: on the host network of the node an operator
+ * labels clusterplatform.io/tunnel-endpoint=true, SSH on TUNNEL_SSH_PORT and the forwarded ports of
+ * TUNNEL_PORT_RANGE on that node's own addresses (a NodePort could not carry a thousand ports, and
+ * would advertise another port than the one the server listens on).
+ */
+export const TUNNEL_SSH_PORT = 2222;
+const HOST_NETWORK_SERVICES: Record<string, { nodeLabel: string; ports: { name: string; containerPort: number }[] }> = {
+	"tunnel-server": { nodeLabel: "clusterplatform.io/tunnel-endpoint", ports: [{ name: "ssh", containerPort: TUNNEL_SSH_PORT }] },
+};
+
 /** Site-side services: not started by `clusterplatform start`, they have their own command. */
 const OWN_COMMAND: Record<string, string[]> = { "distributor-worker": ["clusterplatform", "distributor"], "dns-worker": ["clusterplatform", "start", "dns-worker"], "tunnel-client": ["clusterplatform", "start", "tunnel-client"] };
 
@@ -98,6 +109,7 @@ function container(service: string, tier: Tier): Record<string, unknown> {
 		envFrom: SHARED_ENV,
 		env,
 		...(tier === "gateway" ? { ports: [{ name: "http", containerPort: GATEWAY_PORT }] } : {}),
+		...(HOST_NETWORK_SERVICES[service] ? { ports: HOST_NETWORK_SERVICES[service]!.ports } : {}),
 		...probes(tier),
 		resources: RESOURCES[tier],
 		...(tier === "site"
@@ -105,6 +117,11 @@ function container(service: string, tier: Tier): Record<string, unknown> {
 				{ securityContext: { runAsUser: 0, capabilities: { add: ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"] } } }
 			: { securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ["ALL"] } } }),
 	};
+}
+
+function hostNetworkSpec(service: string): object {
+	const hostNetwork = HOST_NETWORK_SERVICES[service];
+	return hostNetwork ? { hostNetwork: true, dnsPolicy: "ClusterFirstWithHostNet", nodeSelector: { [hostNetwork.nodeLabel]: "true" } } : {};
 }
 
 function workload(service: string): object[] {
@@ -145,6 +162,7 @@ function workload(service: string): object[] {
 			template: {
 				metadata: { labels: labels(service, tier) },
 				spec: {
+					...hostNetworkSpec(service),
 					securityContext: { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000 },
 					// Workers finish (or hand back) their job before they go: BullMQ retries the rest.
 					terminationGracePeriodSeconds: tier === "worker" ? 120 : 30,

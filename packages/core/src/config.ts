@@ -1,4 +1,5 @@
 import path from "node:path";
+import { parseHostPort, type HostPort } from "./address";
 import { ConfigError } from "./errors";
 
 /** Where artifacts live: files under the data dir, or an S3/MinIO bucket. */
@@ -16,6 +17,22 @@ export type StoreConfig =
 			/** Base URL clients download from (e.g. http://minio.example:30003); defaults to the endpoint. */
 			publicUrl: string;
 	  };
+
+/** Tunnels (packages/tunnels): the cluster's SSH endpoint and what sites are told to dial. */
+export interface TunnelConfig {
+	/** Port the tunnel-server's SSH endpoint listens on (TUNNEL_SSH_PORT, default 2222). */
+	sshPort: number;
+	/** Address it binds (TUNNEL_SSH_HOST, default 0.0.0.0). */
+	sshBind: string;
+	/** Host name sites dial and public URLs name (TUNNEL_PUBLIC_HOST, default the PUBLIC_URL's host). */
+	publicHost: string | null;
+	/** Remote ports the manager hands out (TUNNEL_PORT_RANGE "from-to", default 20000-20999). */
+	portRange: [number, number];
+	/** Where a site's tunnel-client dials, overriding what the manager says (TUNNEL_SERVER "host:port"). */
+	server: HostPort | null;
+	/** The tunnel-server's SSH host key (TUNNEL_HOST_KEY, PEM/OpenSSH); generated into the data dir when unset. */
+	hostKey: string | null;
+}
 
 export interface Config {
 	port: number;
@@ -44,6 +61,7 @@ export interface Config {
 	secretsKey: string | null;
 	/** Site tag of a distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID). */
 	distributorArtifactId: string | null;
+	tunnels: TunnelConfig;
 }
 
 type Env = Record<string, string | undefined>;
@@ -93,6 +111,26 @@ function authMode(env: Env): Config["auth"] {
 	return mode;
 }
 
+function portRange(env: Env, name: string, fallback: string): [number, number] {
+	const raw = optional(env, name) ?? fallback;
+	const match = /^(\d{1,5})-(\d{1,5})$/.exec(raw);
+	const [from, to] = match ? [Number(match[1]), Number(match[2])] : [0, 0];
+	if (!match || from < 1 || to > 65535 || from > to) throw new ConfigError(`${name} must be an upward port range like ${fallback}, got "${raw}"`);
+	return [from, to];
+}
+
+function tunnelConfig(env: Env): TunnelConfig {
+	const server = optional(env, "TUNNEL_SERVER");
+	return {
+		sshPort: integer(env, "TUNNEL_SSH_PORT", 2222, 1, 65535),
+		sshBind: optional(env, "TUNNEL_SSH_HOST") ?? "0.0.0.0",
+		publicHost: optional(env, "TUNNEL_PUBLIC_HOST"),
+		portRange: portRange(env, "TUNNEL_PORT_RANGE", "20000-20999"),
+		server: server ? parseHostPort(server, "TUNNEL_SERVER") : null,
+		hostKey: optional(env, "TUNNEL_HOST_KEY"),
+	};
+}
+
 /** Typed configuration from environment variables; throws ConfigError naming the bad variable. */
 export function loadConfig(env: Env = process.env): Config {
 	const port = integer(env, "PORT", 3000, 0, 65535);
@@ -118,5 +156,6 @@ export function loadConfig(env: Env = process.env): Config {
 		apiTokens: optional(env, "API_TOKENS"),
 		secretsKey: optional(env, "SECRETS_KEY"),
 		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
+		tunnels: tunnelConfig(env),
 	};
 }

@@ -1,4 +1,5 @@
 import "./moleculer-augment";
+export * from "./address";
 export * from "./config";
 export * from "./context";
 export * from "./errors";

@@ -1,8 +1,8 @@
 import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import { Client, type ClientChannel } from "ssh2";
-import { ConfigError, configOf } from "@clusterplatform/core";
-import { TUNNELS_CHANGED_EVENT, bindOf, parseTarget, tunnelSettings, userOf } from "./settings";
+import { ConfigError, configOf, parseHostPort } from "@clusterplatform/core";
+import { TUNNELS_CHANGED_EVENT, bindOf, userOf } from "./settings";
 import type { TunnelGrant } from "./manager";
 
 /** How often a client re-reads its site's tunnels even without a change event (missed broadcasts). */
@@ -41,7 +41,7 @@ export class TunnelLink {
 
 	private connect(): void {
 		const { grant } = this;
-		const target = parseTarget(grant.target, "target");
+		const target = parseHostPort(grant.target, "target");
 		const client = new Client();
 		this.client = client;
 		let failed = false;
@@ -107,7 +107,7 @@ export const TunnelClientService: ServiceSchema = {
 				}
 				for (const grant of grants) {
 					if (links.has(grant.id)) continue;
-					const server = tunnelSettings().server ?? { host: grant.sshHost, port: grant.sshPort };
+					const server = configOf(this.broker).tunnels.server ?? { host: grant.sshHost, port: grant.sshPort };
 					const link = new TunnelLink(grant, server, (reason) => void this.broker.call("tunnels.report", { id: grant.id, status: "pending", reason: reason.slice(0, 1000) }).catch(() => undefined));
 					links.set(grant.id, link);
 					link.start();

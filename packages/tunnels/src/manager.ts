@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, configOf, entityMixin, respondCreated, type RequestMeta } from "@clusterplatform/core";
-import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT, parseTarget, tunnelSettings } from "./settings";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT } from "./settings";
 
 export type TunnelStatus = "pending" | "open" | "closed";
 
@@ -35,7 +35,7 @@ const TARGET_PARAM = {
 	custom: (value: unknown, errors: { type: string; actual: unknown; message?: string }[]) => {
 		if (typeof value !== "string") return value;
 		try {
-			parseTarget(value, "target");
+			parseHostPort(value, "target");
 		} catch (err) {
 			errors.push({ type: "target", actual: value, message: `The 'target' field ${(err as Error).message.replace(/^target:?\s*/, "")}` });
 		}
@@ -122,7 +122,7 @@ export const TunnelsService: ServiceSchema = {
 			params: { artifactId: ARTIFACT_ID_PARAM },
 			async handler(this: any, ctx: Context<{ artifactId: string }>): Promise<TunnelGrant[]> {
 				const rows = await this.adapter.model.findAll({ where: { artifactId: ctx.params.artifactId, status: { [Op.ne]: "closed" } }, order: [["id", "ASC"]] });
-				const { sshPort } = tunnelSettings();
+				const { sshPort } = configOf(this.broker).tunnels;
 				const hostKeys = this.serverHostKeys();
 				return rows.map((r: any) => {
 					const row: TunnelRow = r.get({ plain: true });
@@ -159,7 +159,8 @@ export const TunnelsService: ServiceSchema = {
 			return [...new Set<string>(services.filter((s: any) => s.name === "tunnel-server" && typeof s.metadata?.hostKey === "string").map((s: any) => s.metadata.hostKey))];
 		},
 		publicHost(this: any): string {
-			return tunnelSettings().publicHost ?? new URL(configOf(this.broker).publicUrl).hostname;
+			const config = configOf(this.broker);
+			return config.tunnels.publicHost ?? new URL(config.publicUrl).hostname;
 		},
 		withPublicUrl(this: any, row: TunnelRow) {
 			const { token: _secret, ...shown } = row;
@@ -176,7 +177,7 @@ export const TunnelsService: ServiceSchema = {
 				if (taken.has(wanted)) throw new ConflictError(`remotePort ${wanted} is used by another tunnel`, { field: "remotePort" });
 				return wanted;
 			}
-			const [from, to] = tunnelSettings().portRange;
+			const [from, to] = configOf(this.broker).tunnels.portRange;
 			for (let port = from; port <= to; port++) if (!taken.has(port)) return port;
 			throw new UnavailableError(`every remote port of TUNNEL_PORT_RANGE ${from}-${to} is in use`, { field: "remotePort" });
 		},

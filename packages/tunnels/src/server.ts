@@ -3,8 +3,8 @@ import net from "node:net";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
 import { Server, utils, type Connection, type ServerChannel } from "ssh2";
-import { ConfigError, configOf } from "@clusterplatform/core";
-import { TUNNEL_CLOSED_EVENT, bindOf, idOfUser, tunnelSettings } from "./settings";
+import { ConfigError, configOf, type Config } from "@clusterplatform/core";
+import { TUNNEL_CLOSED_EVENT, bindOf, idOfUser } from "./settings";
 
 interface Grant {
 	id: number;
@@ -20,8 +20,8 @@ interface Session {
 }
 
 /** The server's SSH host key: TUNNEL_HOST_KEY (PEM/OpenSSH), else generated once into the data dir. */
-export function hostKey(dataDir: string): string {
-	if (process.env.TUNNEL_HOST_KEY?.trim()) return process.env.TUNNEL_HOST_KEY;
+export function hostKey({ dataDir, tunnels }: Config): string {
+	if (tunnels.hostKey) return tunnels.hostKey;
 	const file = path.join(dataDir, "tunnel-server", "host_ed25519");
 	if (!fs.existsSync(file)) {
 		fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -133,7 +133,7 @@ export const TunnelServerService: ServiceSchema = {
 	},
 	created(this: any) {
 		this.sessions = new Set<Session>();
-		this.hostKey = hostKey(configOf(this.broker).dataDir);
+		this.hostKey = hostKey(configOf(this.broker));
 		const parsed = utils.parseKey(this.hostKey);
 		if (parsed instanceof Error) throw new ConfigError(`tunnel-server host key: ${parsed.message}`);
 		const key = Array.isArray(parsed) ? parsed[0]! : parsed;
@@ -141,7 +141,7 @@ export const TunnelServerService: ServiceSchema = {
 		Object.assign(this.metadata, { hostKey: key.getPublicSSH().toString("base64") });
 	},
 	async started(this: any) {
-		const settings = tunnelSettings();
+		const settings = configOf(this.broker).tunnels;
 		this.ssh = new Server({ hostKeys: [this.hostKey] }, (client: Connection) => this.accept(client));
 		await new Promise<void>((resolve, reject) => {
 			this.ssh.once("error", reject);

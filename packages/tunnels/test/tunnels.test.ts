@@ -34,31 +34,28 @@ describe.each(DATABASES)("tunnels over SSH (%s)", (database) => {
 	let provisioner: TestProvisioner;
 	let target: { server: http.Server; port: number };
 	let sshPort: number;
-	const saved = { ...process.env };
+	let rangeStart: number;
 
 	beforeAll(async () => {
 		target = await startTarget();
 		sshPort = await freePort();
-		const rangeStart = await freePort();
-		// Settings of the tunnel services come from the environment (see src/settings.ts).
-		process.env.TUNNEL_SSH_PORT = String(sshPort);
-		process.env.TUNNEL_SSH_HOST = "127.0.0.1";
-		process.env.TUNNEL_PUBLIC_HOST = "127.0.0.1";
-		process.env.TUNNEL_PORT_RANGE = `${rangeStart}-${rangeStart}`;
+		rangeStart = await freePort();
 		provisioner = await startTestProvisioner({
 			database,
 			services: ["gateway", "tunnels", "tunnel-server", "tunnel-client"],
-			env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE },
+			env: {
+				CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE,
+				TUNNEL_SSH_PORT: String(sshPort),
+				TUNNEL_SSH_HOST: "127.0.0.1",
+				TUNNEL_PUBLIC_HOST: "127.0.0.1",
+				TUNNEL_PORT_RANGE: `${rangeStart}-${rangeStart}`,
+			},
 		});
 	}, 60_000);
 
 	afterAll(async () => {
 		await provisioner?.stop();
 		await new Promise((resolve) => target?.server.close(resolve));
-		for (const name of ["TUNNEL_SSH_PORT", "TUNNEL_SSH_HOST", "TUNNEL_PUBLIC_HOST", "TUNNEL_PORT_RANGE"]) {
-			if (saved[name] === undefined) delete process.env[name];
-			else process.env[name] = saved[name];
-		}
 	});
 
 	test("bad targets and ports are 422s naming the field", async () => {
@@ -81,7 +78,7 @@ describe.each(DATABASES)("tunnels over SSH (%s)", (database) => {
 		const created = await provisioner.api("/tunnels", { method: "POST", json: { artifactId: SITE, target: `127.0.0.1:${target.port}` } });
 		expect(created.status).toBe(201);
 		const row = await created.json();
-		const [from] = process.env.TUNNEL_PORT_RANGE!.split("-").map(Number);
+		const from = rangeStart;
 		expect(row).toMatchObject({ artifactId: SITE, status: "pending", remotePort: from, publicUrl: `tcp://127.0.0.1:${from}` });
 		expect(row.token).toBeUndefined();
 
