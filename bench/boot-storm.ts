@@ -4,7 +4,8 @@
  * the same machine, with the same number of processes — from nginx serving the same bytes as static
  * files. Targets: >= 0.5× nginx's throughput at <= 2× its p99 latency, with zero errors.
  *
- * Provisioner topology: a nats-server, one process with the registries (SQLite), and GATEWAYS
+ * Provisioner topology: a nats-server, one process with the registries and the boot timeline
+ * (SQLite; every gateway records each request as a boot step, as it does in service), and GATEWAYS
  * gateway processes sharing the port (REUSE_PORT=true), as replicas of the gateway Deployment do.
  * Load: wrk (Debian), -c CONNECTIONS -d DURATION, a Lua script alternating the two paths.
  */
@@ -98,7 +99,7 @@ async function startProvisioner(): Promise<number> {
 	const port = await freePort();
 	const token = generateToken();
 	const env = { TRANSPORTER: `nats://127.0.0.1:${natsPort}`, API_TOKENS: tokenEntry("bench", token, false) };
-	start(process.execPath, [CLI, "start", "mainscripts", "subscripts"], { ...env, DATA_DIR: path.join(work, "registries"), NODE_ID: "bench-registries" });
+	start(process.execPath, [CLI, "start", "mainscripts", "subscripts", "boots"], { ...env, DATA_DIR: path.join(work, "registries"), NODE_ID: "bench-registries" });
 	for (let i = 0; i < GATEWAYS; i++) {
 		start(process.execPath, [CLI, "start", "gateway"], { ...env, PORT: String(port), HOST: "127.0.0.1", REUSE_PORT: "true", DATA_DIR: path.join(work, `gateway-${i}`), NODE_ID: `bench-gateway-${i}` });
 	}

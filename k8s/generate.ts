@@ -22,6 +22,7 @@ export const WORKER_IMAGES: Record<string, string> = {
 	"grubs-worker": "clusterplatform/grub-worker",
 	"syslinuxs-worker": "clusterplatform/syslinux-worker",
 	"isos-worker": "clusterplatform/iso-worker",
+	"mirrors-worker": "clusterplatform/mirror-worker",
 	"distributor-worker": "clusterplatform/distributor",
 	// The site's DNS (packages/dns) runs next to the distributor, from the same image (it has dnsmasq).
 	"dns-worker": "clusterplatform/distributor",

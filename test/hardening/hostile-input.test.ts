@@ -66,6 +66,7 @@ const VALID_BODIES: Record<string, Record<string, unknown>> = {
 	"PUT /api/distributors/{id}": { ipxePxeUefiUrl: "http://example.com/ipxe.efi", ipxePxeBiosUrl: "http://example.com/ipxe.kpxe", device: "eth0", range: "192.168.178.1" },
 	"PUT /api/distributors/{id}/status": { on: true },
 	"PUT /api/localnodes/{id}/script": { script: "uname -a" },
+	"POST /api/mirrors": { name: "hostile", source: "https://mirror.invalid/fedora/" },
 };
 
 interface Operation {
@@ -189,6 +190,9 @@ describe("hostile input at every endpoint", () => {
 			["POST", "/api/isos", { ...VALID_BODIES["POST /api/isos"], ipxeBiosUrl: "file:///etc/passwd" }, "ipxeBiosUrl"],
 			["POST", "/api/isos", { ...VALID_BODIES["POST /api/isos"], grubImgUrl: "http://169.254.169.254/latest/meta-data/" }, "grubImgUrl"],
 			["POST", "/api/sshkeys", { text: "x", artifactId: "../../etc", private: false }, "artifactId"],
+			["POST", "/api/mirrors", { name: "m", source: "http://169.254.169.254/latest/meta-data/" }, "source"],
+			["POST", "/api/mirrors", { name: "m", source: "rsync://mirror.invalid/fedora/*/;reboot" }, "source"],
+			["POST", "/api/mirrors", { name: "$(reboot)", source: "https://mirror.invalid/fedora/" }, "name"],
 		];
 		for (const [method, url, body, field] of cases) {
 			const res = await fetch(`${provisioner.baseUrl}${url}`, { method, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: JSON.stringify(body) });

@@ -106,7 +106,7 @@ describeLan("a site LAN in network namespaces", () => {
 		const port = await freePort();
 		base = `http://${lan.hostIp}:${port}`;
 		provisioner = await startTestProvisioner({
-			services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "scriptruns", "distributors"],
+			services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "scriptruns", "distributors", "boots"],
 			env: { HOST: lan.hostIp, PORT: String(port), PUBLIC_URL: base, TRANSPORTER: transporter },
 		});
 
@@ -286,6 +286,19 @@ describeLan("a site LAN in network namespaces", () => {
 		const res = await api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: keys.privateKey } });
 		expect(res.status).toBe(200);
 		expect(await res.json()).toMatchObject({ code: 0, stdout: `${tiny.release}\n` });
+
+		// The boot timeline: the distributor's DHCP answer and TFTP transfer, then the gateway's script and registration.
+		const timeline = await eventually(async () => {
+			const host = await json(`/boots/hosts/${node.ip}`);
+			return ["tftp", "script", "registered"].every((step) => host.steps?.includes(step)) ? host : undefined;
+		}, 15_000, "boot timeline of the UEFI guest");
+		console.log(`UEFI boot timeline:\n${timeline.events.map((e: { at: string; kind: string; detail: string; mac: string | null }) => `  ${e.at} ${e.kind} ${e.mac ?? ""} ${e.detail}`).join("\n")}`);
+		// The TFTP transfer linked the guest's MAC (from proxy DHCP) to its address: one host, every step.
+		expect(timeline.macs).toEqual(["52:54:00:c0:01:02"]);
+		expect(timeline.steps).toEqual(["dhcp", "tftp", "script", "artifact", "registered"]);
+		expect(timeline.events.filter((e: { kind: string }) => e.kind === "dhcp").map((e: { detail: string }) => e.detail)).toEqual(
+			expect.arrayContaining(["proxy: boot ipxe.efi", `proxy: boot ${mainscriptUrl}`]),
+		);
 	}, BOOT_TIMEOUT_MS + 120_000);
 
 	it("checks reachability in the background from the distributor: an address nobody answers on is unreachable", async () => {

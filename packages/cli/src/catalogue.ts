@@ -1,4 +1,5 @@
 import type { ServiceSchema } from "moleculer";
+import { BootsService } from "@clusterplatform/boots";
 import { DistributorWorkerService, DistributorsService } from "@clusterplatform/distributor";
 import { DnsWorkerService, DnsesService } from "@clusterplatform/dns";
 import { GatewayService } from "@clusterplatform/gateway";
@@ -8,6 +9,7 @@ import { IsosService, IsosWorkerService } from "@clusterplatform/iso";
 import { KickstartsService } from "@clusterplatform/kickstarts";
 import { LocalnodesService, ScriptRunsService } from "@clusterplatform/localnodes";
 import { MainscriptsService } from "@clusterplatform/mainscripts";
+import { MirrorsService, MirrorsWorkerService } from "@clusterplatform/mirrors";
 import { PostbootscriptsService } from "@clusterplatform/postbootscripts";
 import { PrebootscriptsService } from "@clusterplatform/prebootscripts";
 import { SshkeyService } from "@clusterplatform/sshkey";
@@ -38,6 +40,7 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	sshkey: { schema: SshkeyService, default: true, binaries: [["ssh-keygen", "openssh-client"]] },
 	localnodes: { schema: LocalnodesService, default: true },
 	scriptruns: { schema: ScriptRunsService, default: true },
+	boots: { schema: BootsService, default: true },
 	distributors: { schema: DistributorsService, default: true },
 	"distributor-worker": { schema: DistributorWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },
 	dnses: { schema: DnsesService, default: true },
@@ -51,6 +54,8 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	"ipxes-worker": { schema: IpxesWorkerService, queue: true, default: true },
 	isos: { schema: IsosService, queue: true, default: true },
 	"isos-worker": { schema: IsosWorkerService, queue: true, default: true, binaries: [["xorriso", "xorriso"], ["unzip", "unzip"]] },
+	mirrors: { schema: MirrorsService, queue: true, default: true },
+	"mirrors-worker": { schema: MirrorsWorkerService, queue: true, default: true, binaries: [["rsync", "rsync"]] },
 	tunnels: { schema: TunnelsService, default: true },
 	// The public SSH endpoint of tunnels (TUNNEL_SSH_PORT); started on its own, it needs a reachable port.
 	"tunnel-server": { schema: TunnelServerService },

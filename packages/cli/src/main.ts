@@ -1,11 +1,16 @@
 #!/usr/bin/env node
-import { ConfigError, loadConfig } from "@clusterplatform/core";
-import { CATALOGUE } from "./catalogue";
-import { checkHealth } from "./health";
-import { startProvisioner } from "./launcher";
-import { ensureFirstToken, tokenCommand } from "./token";
+// Client commands load only ./client (fast, no services); the service modules are loaded on demand.
+import type { Config } from "@clusterplatform/core";
+import { CLIENT_USAGE, isClientCommand, runClient } from "./client";
 
-const USAGE = `Usage: clusterplatform start [service …]
+// require(), not import(): these are CommonJS modules loaded on first use.
+const core = (): typeof import("@clusterplatform/core") => require("@clusterplatform/core");
+const catalogue = (): typeof import("./catalogue") => require("./catalogue");
+const token = (): typeof import("./token") => require("./token");
+const loadConfig = async (): Promise<Config> => core().loadConfig();
+const configError = async (message: string) => new (core().ConfigError)(message);
+
+const usage = async () => `Usage: clusterplatform start [service …]
        clusterplatform distributor
        clusterplatform health [node-id] [--timeout=ms]
        clusterplatform token create|entry [--name=N] [--read-only] [token]
@@ -18,12 +23,15 @@ REDIS_URL (a private redis-server), S3_ENDPOINT… (files under the data dir).
 site's nodes) on the LAN it serves; it needs TRANSPORTER (nats://…) and
 CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag).
 
-Services: ${Object.keys(CATALOGUE).join(", ")}`;
+Services: ${Object.keys(catalogue().CATALOGUE).join(", ")}
+
+${CLIENT_USAGE}`;
 
 async function start(names: string[]): Promise<void> {
-	const config = loadConfig();
+	const config = await loadConfig();
+	const { ensureFirstToken } = token();
 	const firstToken = names.length === 0 || names.includes("gateway") ? ensureFirstToken(config) : null;
-	const provisioner = await startProvisioner(config, names);
+	const provisioner = await (require("./launcher") as typeof import("./launcher")).startProvisioner(config, names);
 	if (firstToken) console.log(`clusterplatform: admin API token (shown once; its hash is kept in ${config.dataDir}/auth/tokens): ${firstToken}`);
 	if (provisioner.port !== null) console.log(`clusterplatform: API at ${config.publicUrl}/api (listening on ${config.host}:${provisioner.port})`);
 	let stopping = false;
@@ -40,9 +48,9 @@ async function start(names: string[]): Promise<void> {
 
 /** A distributor alone in its process is useless: it has to reach the manager over NATS. */
 async function distributor(): Promise<void> {
-	const config = loadConfig();
-	if (!config.transporter) throw new ConfigError("distributor needs TRANSPORTER=nats://… (the provisioner's NATS) to reach the distributors manager");
-	if (!config.distributorArtifactId) throw new ConfigError("distributor needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag, e.g. felicitas.pojtinger.swabia.sol)");
+	const config = await loadConfig();
+	if (!config.transporter) throw await configError("distributor needs TRANSPORTER=nats://… (the provisioner's NATS) to reach the distributors manager");
+	if (!config.distributorArtifactId) throw await configError("distributor needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag, e.g. felicitas.pojtinger.swabia.sol)");
 	return start(["distributor-worker"]);
 }
 
@@ -50,13 +58,19 @@ async function distributor(): Promise<void> {
 async function health(args: string[]): Promise<void> {
 	const timeout = args.find((a) => a.startsWith("--timeout="));
 	const timeoutMs = timeout ? Number(timeout.slice("--timeout=".length)) : undefined;
-	if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) throw new ConfigError("health: --timeout=<milliseconds> must be a positive integer");
-	const result = await checkHealth(loadConfig(), { nodeId: args.find((a) => !a.startsWith("--")), timeoutMs });
+	if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) throw await configError("health: --timeout=<milliseconds> must be a positive integer");
+	const { checkHealth } = require("./health") as typeof import("./health");
+	const result = await checkHealth(await loadConfig(), { nodeId: args.find((a) => !a.startsWith("--")), timeoutMs });
 	console.log(`clusterplatform health: ${result.ok ? "ok" : "FAILED"}: ${result.detail}`);
 	process.exit(result.ok ? 0 : 1);
 }
 
 async function main(argv: string[]): Promise<void> {
+	if (isClientCommand(argv)) {
+		// exitCode, not exit(): stdout piped to another program is flushed first.
+		process.exitCode = await runClient(argv);
+		return;
+	}
 	const [command, ...rest] = argv;
 	switch (command) {
 		case "start":
@@ -66,21 +80,22 @@ async function main(argv: string[]): Promise<void> {
 		case "health":
 			return health(rest);
 		case "token":
-			console.log(tokenCommand(loadConfig(), rest));
+			console.log(token().tokenCommand(await loadConfig(), rest));
 			return;
 		case undefined:
 		case "help":
 		case "--help":
 		case "-h":
-			console.log(USAGE);
+			console.log(await usage());
 			return;
 		default:
-			throw new ConfigError(`unknown command "${command}"\n${USAGE}`);
+			throw await configError(`unknown command "${command}"\n${await usage()}`);
 	}
 }
 
-main(process.argv.slice(2)).catch((err: Error) => {
+main(process.argv.slice(2)).catch(async (err: Error) => {
 	// Configuration problems are the operator's to fix: one line, no stack.
-	console.error(err instanceof ConfigError ? `clusterplatform: ${err.message}` : err);
-	process.exit(err instanceof ConfigError ? 2 : 1);
+	const isConfigError = err instanceof core().ConfigError;
+	console.error(isConfigError ? `clusterplatform: ${err.message}` : err);
+	process.exit(isConfigError ? 2 : 1);
 });

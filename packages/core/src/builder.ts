@@ -9,7 +9,7 @@ import { UnrecoverableError, type Job } from "bullmq";
 import type { Config } from "./config";
 import { configOf } from "./context";
 import { DataTypes, Op } from "./db";
-import { UnavailableError } from "./errors";
+import { JOB_STATUSES, UNFINISHED, clampProgress, jobRowsMixin, type JobStatus } from "./job-rows";
 import { queueProducerMixin, queueWorkerMixin } from "./queue";
 import { entityMixin } from "./registry";
 import { ID_PARAM, respondCreated } from "./rest";
@@ -75,9 +75,8 @@ export interface WorkerSpec extends BuilderSpec {
 	lockDuration?: number;
 }
 
-export const BUILD_STATUSES = ["queued", "working", "done", "failed"] as const;
-export type BuildStatus = (typeof BUILD_STATUSES)[number];
-const UNFINISHED: BuildStatus[] = ["queued", "working"];
+export const BUILD_STATUSES = JOB_STATUSES;
+export type BuildStatus = JobStatus;
 
 /** What a job hands back to the manager (the worker never writes rows itself). */
 interface JobOutcome {
@@ -92,8 +91,6 @@ interface JobData {
 
 /** Internal columns: how a row finds its job and its (possibly shared) artifact. */
 const INTERNAL_COLUMNS = ["artifactKey", "inputsHash", "jobId"];
-
-const ENQUEUE_TIMEOUT_MS = 10_000;
 
 /** A build failure that retrying cannot fix (bad part, refused URL): fails the job at once. */
 export function permanentFailure(message: string): never {
@@ -122,28 +119,10 @@ function artifactKeyOf(spec: BuilderSpec, id: number, inputs: Record<string, unk
 	return `${spec.name}/${id}/${spec.artifactName(inputs)}`;
 }
 
-function clampProgress(value: unknown): number | null {
-	const n = typeof value === "number" ? value : Number(value);
-	if (!Number.isFinite(n)) return null;
-	return Math.min(100, Math.max(0, n));
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-	let timer: NodeJS.Timeout;
-	return Promise.race([
-		promise,
-		new Promise<never>((_, reject) => {
-			timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-		}),
-	]).finally(() => clearTimeout(timer));
-}
-
 /**
  * Manager half: the REST entity /api/<name> (list, get, create, remove; no update: a build's inputs
- * are what it was built from) and the queue producer. Owns the rows: job events from BullMQ
- * (active, progress, completed, failed) are written here, and rows are reconciled against the
- * queue when the manager starts and every `settings.reconcileInterval` ms, so an event missed
- * while the manager was down cannot leave a row "working" forever.
+ * are what it was built from) and the queue producer. Owns the rows, kept in line with their jobs
+ * by jobRowsMixin (reconciled when the manager starts and every `settings.reconcileInterval` ms).
  */
 export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 	const resultColumns = Object.keys(spec.resultFields ?? {});
@@ -169,11 +148,8 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				modelOptions: { indexes: [{ fields: ["jobId"] }, { fields: ["inputsHash"] }, { fields: ["artifactKey"] }] },
 			}),
 			queueProducerMixin(spec.name),
+			jobRowsMixin(spec.name),
 		],
-		settings: {
-			/** How often unfinished rows are checked against their jobs (ms). */
-			reconcileInterval: 30_000,
-		},
 		actions: {
 			create: {
 				async handler(this: any, ctx: Context<Record<string, unknown>>) {
@@ -233,10 +209,10 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				const results = Object.fromEntries(resultColumns.map((c) => [c, null]));
 				const row = await this.adapter.insert({ ...inputs, ...results, status: "queued", progress: 0, error: null, url: null, inputsHash: hash, jobId });
 				try {
-					await withTimeout(this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData, { jobId }), ENQUEUE_TIMEOUT_MS, "enqueue");
+					await this.enqueueJob({ id: row.id, inputs } satisfies JobData, jobId);
 				} catch (err) {
 					await this.adapter.removeById(row.id);
-					throw new UnavailableError(`the ${spec.name} queue is unavailable: ${(err as Error).message}`);
+					throw err;
 				}
 				return row;
 			},
@@ -246,94 +222,27 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				const users = await this.adapter.model.count({ where: { artifactKey: key } });
 				if (users === 0) await storeFor(configOf(this.broker)).remove(key);
 			},
-			/** Job events of one job are applied in the order they arrived. */
-			serially(this: any, jobId: string, apply: () => Promise<void>): Promise<void> {
-				const chains: Map<string, Promise<void>> = (this.eventChains ??= new Map());
-				const next = (chains.get(jobId) ?? Promise.resolve()).then(apply, apply);
-				chains.set(jobId, next);
-				return next.finally(() => {
-					if (chains.get(jobId) === next) chains.delete(jobId);
-				});
-			},
-			/** Update the unfinished row of a job; finished rows are final. */
-			async updateUnfinished(this: any, jobId: string, changes: Record<string, unknown>): Promise<number> {
-				const [count] = await this.adapter.model.update(changes, { where: { jobId, status: { [Op.in]: UNFINISHED } } });
-				return count;
-			},
-			onJobActive(this: any, jobId: string) {
-				return this.serially(jobId, () => this.updateUnfinished(jobId, { status: "working" }));
-			},
-			onJobProgress(this: any, jobId: string, value: unknown) {
-				const progress = clampProgress(value);
-				if (progress === null) return;
-				return this.serially(jobId, () => this.updateUnfinished(jobId, { status: "working", progress }));
-			},
-			onJobCompleted(this: any, jobId: string, outcome: JobOutcome) {
-				return this.serially(jobId, () => this.applyCompleted(jobId, outcome));
-			},
-			onJobFailed(this: any, jobId: string, reason: string) {
-				return this.serially(jobId, () => this.updateUnfinished(jobId, { status: "failed", error: reason || "failed without a reason" }));
-			},
-			async applyCompleted(this: any, jobId: string, outcome: JobOutcome) {
-				const value: JobOutcome = typeof outcome === "string" ? JSON.parse(outcome) : outcome;
+			async applyCompleted(this: any, jobId: string, value: JobOutcome) {
 				const results = Object.fromEntries(resultColumns.filter((c) => value.fields?.[c] !== undefined).map((c) => [c, value.fields[c]]));
 				const url = storeFor(configOf(this.broker)).url(value.key);
 				const count = await this.updateUnfinished(jobId, { ...results, status: "done", progress: 100, error: null, url, artifactKey: value.key });
 				// Its row was deleted while it built: drop the artifact nobody will ask for.
 				if (count === 0 && !(await this.adapter.model.count({ where: { jobId } }))) await this.releaseArtifact(value.key);
 			},
-			/** Bring unfinished rows in line with their jobs (events may have been missed). */
-			async reconcile(this: any, minAgeMs = 0) {
-				const rows = await this.adapter.model.findAll({
-					where: { status: { [Op.in]: UNFINISHED }, updatedAt: { [Op.lte]: new Date(Date.now() - minAgeMs) } },
-				});
-				for (const model of rows) {
-					const row = model.get();
-					await this.serially(row.jobId ?? `row-${row.id}`, () => this.reconcileRow(row)).catch((err: Error) =>
-						this.logger.warn(`${spec.name} ${row.id}: reconcile failed: ${err.message}`),
-					);
-				}
-			},
-			/** Whether a live worker holds the job (BullMQ keeps `<job key>:lock` while it works on it). */
-			async jobLocked(this: any, jobId: string): Promise<boolean> {
-				// BullMQ 6 keeps the raw Redis client on its Redis backend; without one we cannot tell, and assume it is held.
-				const client = await (this.queue.backend?.client ?? this.queue.client);
-				if (!client) return true;
-				return (await client.exists(this.queue.toKey(`${jobId}:lock`))) === 1;
-			},
-			async reconcileRow(this: any, row: Record<string, any>) {
-				const job: Job | undefined = row.jobId ? await this.queue.getJob(row.jobId) : undefined;
-				const state = job ? await job.getState() : "unknown";
-				if (job && state === "completed") return this.applyCompleted(row.jobId, job.returnvalue as JobOutcome);
-				if (job && state === "failed") return this.updateUnfinished(row.jobId, { status: "failed", error: job.failedReason || "failed" });
-				if (job && state === "active") {
-					// Active but nobody holds its lock: its worker died and no other worker has taken it over yet.
-					if (!(await this.jobLocked(row.jobId))) return this.updateUnfinished(row.jobId, { status: "queued" });
-					return this.updateUnfinished(row.jobId, { status: "working", progress: clampProgress(job.progress) ?? row.progress });
-				}
-				if (job && state !== "unknown") return this.updateUnfinished(row.jobId, { status: "queued" });
-				// The job is gone (Redis lost, or never added): build it again under a new job.
+			/** Its job vanished from the queue (Redis lost, or never added): build it again under a new job. */
+			async requeueRow(this: any, row: Record<string, any>) {
 				const jobId = randomUUID();
 				const inputs = Object.fromEntries(Object.keys(spec.params).filter((k) => row[k] !== null && row[k] !== undefined).map((k) => [k, row[k]]));
 				await this.adapter.model.update({ jobId, status: "queued", progress: 0 }, { where: { id: row.id } });
 				await this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData, { jobId });
-				this.logger.warn(`${spec.name} ${row.id}: its job had disappeared from the queue; queued again`);
 			},
 		},
 		async started(this: any) {
 			await this.reconcile();
-			const interval = Number(this.settings.reconcileInterval);
-			if (interval > 0) {
-				this.reconcileTimer = setInterval(() => {
-					// Rows younger than one interval may still be between insert and enqueue.
-					this.reconcile(Math.min(interval, 10_000)).catch((err: Error) => this.logger.warn(`${spec.name}: reconcile failed: ${err.message}`));
-				}, interval);
-				this.reconcileTimer.unref();
-			}
+			this.startReconciling();
 		},
 		async stopped(this: any) {
-			clearInterval(this.reconcileTimer);
-			await Promise.allSettled([...(this.eventChains?.values() ?? [])]);
+			await this.stopReconciling();
 		},
 	};
 }

@@ -62,6 +62,11 @@ export interface Config {
 	/** Site tag of a distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID). */
 	distributorArtifactId: string | null;
 	tunnels: TunnelConfig;
+	/**
+	 * Hosts or addresses mirror sources may use although they are loopback, private or link-local
+	 * (MIRROR_ALLOWED_HOSTS, comma list, e.g. a LAN mirror); none by default.
+	 */
+	mirrorAllowedHosts: string[];
 }
 
 type Env = Record<string, string | undefined>;
@@ -157,5 +162,6 @@ export function loadConfig(env: Env = process.env): Config {
 		secretsKey: optional(env, "SECRETS_KEY"),
 		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
 		tunnels: tunnelConfig(env),
+		mirrorAllowedHosts: (optional(env, "MIRROR_ALLOWED_HOSTS") ?? "").split(",").map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, "")).filter(Boolean),
 	};
 }

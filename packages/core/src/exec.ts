@@ -11,6 +11,8 @@ export interface ExecOptions {
 	input?: string | Buffer;
 	/** Abort the process from outside, e.g. when a job is cancelled. */
 	signal?: AbortSignal;
+	/** Called with stdout and stderr as they arrive (e.g. to follow a long transfer's progress). */
+	onOutput?: (chunk: string) => void;
 }
 
 export interface ExecResult {
@@ -43,7 +45,7 @@ const DEFAULT_TIMEOUT = 10 * 60 * 1000;
  * Resolves with the result whatever the exit code; use `run` to throw on failure.
  */
 export async function exec(command: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-	const result = await execa(command, args, {
+	const subprocess = execa(command, args, {
 		cwd: options.cwd,
 		timeout: options.timeout ?? DEFAULT_TIMEOUT,
 		env: options.env,
@@ -56,6 +58,12 @@ export async function exec(command: string, args: readonly string[], options: Ex
 		stripFinalNewline: false,
 		maxBuffer: 64 * 1024 * 1024,
 	});
+	if (options.onOutput) {
+		const forward = (chunk: Buffer) => options.onOutput!(chunk.toString("utf8"));
+		subprocess.stdout?.on("data", forward);
+		subprocess.stderr?.on("data", forward);
+	}
+	const result = await subprocess;
 	if (result.failed && result.exitCode === undefined && !result.timedOut && (result as { code?: string }).code === "ENOENT") {
 		return { code: 127, stdout: "", stderr: `${command}: not found`, timedOut: false };
 	}

@@ -5,6 +5,8 @@ import "moleculer";
 declare module "moleculer" {
 	interface ActionSchema {
 		rest?: string | string[] | Record<string, unknown> | null;
+		/** The operation's summary in /api/openapi.json (the gateway reads it from the action). */
+		description?: string;
 	}
 	interface ServiceSettingSchema {
 		rest?: string | string[] | null;

@@ -31,7 +31,11 @@ export interface ObjectStore {
 	keyOfUrl(url: string): string | null;
 }
 
-const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*(\/[A-Za-z0-9][A-Za-z0-9._-]*)*$/;
+/**
+ * Path segments of letters, digits and . _ - + ~ (package file names such as libstdc++-…rpm),
+ * never starting with "-" or "+"/"~"; a leading "." is allowed for mirrored trees (.treeinfo).
+ */
+const KEY_PATTERN = /^[A-Za-z0-9._][A-Za-z0-9._+~-]*(\/[A-Za-z0-9._][A-Za-z0-9._+~-]*)*$/;
 
 /** Keys are built by services, but are checked anyway: no "..", no absolute paths, no odd bytes. */
 export function assertKey(key: string): string {

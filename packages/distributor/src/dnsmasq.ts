@@ -65,6 +65,16 @@ export interface DnsmasqStatus {
 }
 
 const LOG_LINES_KEPT = 1000;
+
+/** Whole lines from a stream's chunks (a chunk may end mid-line; the tail waits for the next). */
+function lineSplitter(onLine: (line: string) => void): (chunk: Buffer) => void {
+	let partial = "";
+	return (chunk) => {
+		const lines = (partial + chunk.toString("utf8")).split("\n");
+		partial = lines.pop()!.slice(-4096);
+		for (const line of lines) if (line) onLine(line);
+	};
+}
 const READY_TIMEOUT_MS = 10_000;
 const STOP_GRACE_MS = 5_000;
 
@@ -112,19 +122,18 @@ export class DnsmasqSupervisor extends EventEmitter {
 		this.child = child;
 		const ready = new Promise<void>((resolve) => {
 			const timer = setTimeout(resolve, READY_TIMEOUT_MS);
-			const onLine = (chunk: Buffer) => {
-				for (const line of chunk.toString("utf8").split("\n").filter(Boolean)) {
-					this.log.push(line);
-					if (this.log.length > LOG_LINES_KEPT) this.log.shift();
-					// dnsmasq logs the TFTP root (by default) after its sockets are bound.
-					if ((this.options.readyLine ?? /TFTP root is/).test(line)) {
-						clearTimeout(timer);
-						resolve();
-					}
+			const onLine = (line: string) => {
+				this.emit("line", line);
+				this.log.push(line);
+				if (this.log.length > LOG_LINES_KEPT) this.log.shift();
+				// dnsmasq logs the TFTP root (by default) after its sockets are bound.
+				if ((this.options.readyLine ?? /TFTP root is/).test(line)) {
+					clearTimeout(timer);
+					resolve();
 				}
 			};
-			child.stdout!.on("data", onLine);
-			child.stderr!.on("data", onLine);
+			child.stdout!.on("data", lineSplitter(onLine));
+			child.stderr!.on("data", lineSplitter(onLine));
 			child.once("exit", () => {
 				clearTimeout(timer);
 				resolve();

@@ -1,3 +1,4 @@
+export * from "./boot-log";
 export * from "./dnsmasq";
 export * from "./download";
 export * from "./manager";

@@ -1,4 +1,6 @@
 import crypto from "node:crypto";
+import { PassThrough, type Readable } from "node:stream";
+import { StringDecoder } from "node:string_decoder";
 import { Errors } from "moleculer";
 import { Client, utils } from "ssh2";
 import { invalid } from "@clusterplatform/core";
@@ -11,6 +13,10 @@ export interface ScriptRun {
 	/** The host key fingerprint recorded on first use; a different one is refused. */
 	expectedHostKey?: string | null;
 	timeoutMs: number;
+	/** Output as it arrives (then it is not also collected into the result); see streamScriptOverSsh. */
+	onOutput?(channel: "stdout" | "stderr", chunk: Buffer): void;
+	/** The script is running: the connection, the host key and the session are all in place. */
+	onStarted?(): void;
 }
 
 export interface ScriptResult {
@@ -98,11 +104,14 @@ export function runScriptOverSsh(run: ScriptRun): Promise<ScriptResult> {
 				if (execErr) return finish(new SshFailedError(run.host, execErr.message));
 				let code: number | null = null;
 				let signal: string | null = null;
+				run.onStarted?.();
 				stream.on("data", (chunk: Buffer) => {
+					if (run.onOutput) return run.onOutput("stdout", chunk);
 					outSize += chunk.length;
 					if (outSize <= OUTPUT_LIMIT) out.push(chunk);
 				});
 				stream.stderr.on("data", (chunk: Buffer) => {
+					if (run.onOutput) return run.onOutput("stderr", chunk);
 					errSize += chunk.length;
 					if (errSize <= OUTPUT_LIMIT) err.push(chunk);
 				});
@@ -131,5 +140,51 @@ export function runScriptOverSsh(run: ScriptRun): Promise<ScriptResult> {
 				return true;
 			},
 		});
+	});
+}
+
+/** One line of a streamed script run (application/x-ndjson): output as it comes, then how it ended. */
+export type ScriptRecord =
+	| { stdout: string }
+	| { stderr: string }
+	| { code: number | null; signal: string | null; hostKey?: string }
+	| { error: string; name: string; status: number };
+
+/**
+ * Run a script over SSH and stream its output as NDJSON records. Resolves once the script runs,
+ * so a refused connection, key or host key still fails the call itself (with its status);
+ * afterwards output flows as it arrives and the last record says how the script ended.
+ */
+export function streamScriptOverSsh(run: Omit<ScriptRun, "onOutput" | "onStarted">): Promise<Readable> {
+	const records = new PassThrough();
+	const send = (record: ScriptRecord) => records.write(`${JSON.stringify(record)}\n`);
+	const decoders = { stdout: new StringDecoder("utf8"), stderr: new StringDecoder("utf8") };
+	return new Promise<Readable>((resolve, reject) => {
+		let started = false;
+		runScriptOverSsh({
+			...run,
+			onStarted: () => {
+				started = true;
+				resolve(records);
+			},
+			onOutput: (channel, chunk) => {
+				const text = decoders[channel].write(chunk);
+				if (text) send(channel === "stdout" ? { stdout: text } : { stderr: text });
+			},
+		}).then(
+			(result) => {
+				for (const channel of ["stdout", "stderr"] as const) {
+					const rest = decoders[channel].end();
+					if (rest) send(channel === "stdout" ? { stdout: rest } : { stderr: rest });
+				}
+				send({ code: result.code, signal: result.signal, hostKey: result.hostKey });
+				records.end();
+			},
+			(err: Error & { code?: number }) => {
+				if (!started) return reject(err);
+				send({ error: err.message, name: err.name, status: typeof err.code === "number" ? err.code : 500 });
+				records.end();
+			},
+		);
 	});
 }

@@ -4,11 +4,12 @@ import fsp from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
-import { ConfigError, ConflictError, configOf, requireBinary, textParam } from "@clusterplatform/core";
+import { BootEventRecorder, ConfigError, ConflictError, configOf, requireBinary, textParam } from "@clusterplatform/core";
+import { DnsmasqBootLog } from "./boot-log";
 import { BIOS_BOOT_FILE, DnsmasqSupervisor, UEFI_BOOT_FILE, renderDnsmasqConfig, type DnsmasqStatus } from "./dnsmasq";
 import { downloadTo } from "./download";
 import { tcpReachable } from "./reach";
-import { runScriptOverSsh } from "./ssh";
+import { runScriptOverSsh, streamScriptOverSsh } from "./ssh";
 import { checkDeviceExists, checkUrl, proxyNetworkOf } from "./validation";
 
 /** The worker's service name; every distributor node runs one, and commands name the node. */
@@ -47,6 +48,22 @@ function persistedIdentity(dir: string): string {
 }
 
 const IP_PARAM = { type: "string", custom: (v: string, errors: { type: string; actual: unknown }[]) => (net.isIP(v) ? v : (errors.push({ type: "stringPattern", actual: v }), v)) };
+
+/** What runScript and streamScript take: the node, the script, the key, the recorded host key. */
+const SCRIPT_RUN_PARAMS = {
+	ip: IP_PARAM,
+	script: textParam(1024 * 1024),
+	privateKey: textParam(64 * 1024),
+	expectedHostKey: { type: "string", optional: true, nullable: true },
+	timeoutMs: { type: "number", integer: true, min: 1000, max: 3_600_000 },
+};
+interface ScriptRunParams {
+	ip: string;
+	script: string;
+	privateKey: string;
+	expectedHostKey?: string | null;
+	timeoutMs: number;
+}
 
 /**
  * The site side of a distributor: runs on the target LAN (--net=host, NET_ADMIN) with
@@ -89,16 +106,18 @@ export const DistributorWorkerService: ServiceSchema = {
 			},
 		},
 		runScript: {
-			params: {
-				ip: IP_PARAM,
-				script: textParam(1024 * 1024),
-				privateKey: textParam(64 * 1024),
-				expectedHostKey: { type: "string", optional: true, nullable: true },
-				timeoutMs: { type: "number", integer: true, min: 1000, max: 3_600_000 },
-			},
-			handler(ctx: Context<{ ip: string; script: string; privateKey: string; expectedHostKey?: string | null; timeoutMs: number }>) {
+			params: SCRIPT_RUN_PARAMS,
+			handler(ctx: Context<ScriptRunParams>) {
 				const { ip, script, privateKey, expectedHostKey, timeoutMs } = ctx.params;
 				return runScriptOverSsh({ host: ip, script, privateKey, expectedHostKey, timeoutMs });
+			},
+		},
+		/** runScript with the output streamed as it arrives (NDJSON records, see ScriptRecord). */
+		streamScript: {
+			params: SCRIPT_RUN_PARAMS,
+			handler(ctx: Context<ScriptRunParams>) {
+				const { ip, script, privateKey, expectedHostKey, timeoutMs } = ctx.params;
+				return streamScriptOverSsh({ host: ip, script, privateKey, expectedHostKey, timeoutMs });
 			},
 		},
 	},
@@ -171,6 +190,13 @@ export const DistributorWorkerService: ServiceSchema = {
 		this.dnsmasq.on("state", (status: DnsmasqStatus) => {
 			this.broker.broadcast(STATE_EVENT, { ...status, identity: this.identity, artifactId: this.artifactId }).catch(() => undefined);
 		});
+		// What hosts on the LAN ask for (DHCP, TFTP) goes to the boot timeline (/api/boots).
+		this.bootEvents = new BootEventRecorder(this.broker);
+		const bootLog = new DnsmasqBootLog();
+		this.dnsmasq.on("line", (line: string) => {
+			const seen = bootLog.parse(line);
+			if (seen) this.bootEvents.record({ ...seen, artifactId: this.artifactId });
+		});
 	},
 	async started(this: any) {
 		// A restarted distributor serves again what it served before.
@@ -179,5 +205,7 @@ export const DistributorWorkerService: ServiceSchema = {
 	async stopped(this: any) {
 		this.dnsmasq.removeAllListeners("state");
 		await this.dnsmasq.stop();
+		this.dnsmasq.removeAllListeners("line");
+		await this.bootEvents.stop();
 	},
 };

@@ -4,9 +4,12 @@ import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
-import { configOf, storeFor } from "@clusterplatform/core";
+import { CONSOLE_BUILD_HINT, CONSOLE_PATH, CONSOLE_ROOT, consoleBuilt } from "@clusterplatform/console";
+import { BootEventRecorder, configOf, storeFor } from "@clusterplatform/core";
 import { AccessControl, isMachinePath } from "./access";
 import { artifactHandler } from "./artifacts";
+import { recordBootSteps } from "./boot-trail";
+import { consoleRequests } from "./console";
 import { answerClientError } from "./client-errors";
 import { jsonBody } from "./json-body";
 import { MachineTextCache } from "./machine-cache";
@@ -144,13 +147,24 @@ export const GatewayService: ServiceSchema = {
 		this.machineCache = new MachineTextCache(this.broker);
 		const [gatewayHandler] = this.server.listeners("request");
 		this.server.removeAllListeners("request");
-		this.server.on("request", this.machineCache.wrap(gatewayHandler));
+		this.bootEvents = new BootEventRecorder(this.broker);
+		// The web console's static files (/console/) go first; they are not API routes.
+		this.server.on("request", consoleRequests(CONSOLE_ROOT, recordBootSteps(this.bootEvents, this.machineCache.wrap(gatewayHandler))));
 		this.server.on("clientError", answerClientError);
 		// A deep accept queue: a LAN of hosts powering on at once connects faster than one event loop
 		// accepts (Node's default of 511 drops SYNs, and each drop costs a client a 1 s retransmit).
 		// With REUSE_PORT=true several gateway processes share the port and the kernel spreads connections.
 		const listen = this.server.listen.bind(this.server);
 		this.server.listen = (port: number, host: string, callback: () => void) => listen({ port, host, backlog: 4096, reusePort: config.reusePort }, callback);
+	},
+	started(this: any) {
+		// Where a newcomer starts: the web console (consoleRequests in console.ts).
+		const url = `${configOf(this.broker).publicUrl.replace(/\/+$/, "")}${CONSOLE_PATH}`;
+		this.logger.info(consoleBuilt(CONSOLE_ROOT) ? `web console: ${url}` : `web console at ${url} is not built: ${CONSOLE_BUILD_HINT}`);
+	},
+	async stopped(this: any) {
+		// Boot steps still in the batch go out before the broker does.
+		await this.bootEvents?.stop();
 	},
 };
 

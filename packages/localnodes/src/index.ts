@@ -1,7 +1,9 @@
 import net from "node:net";
+import { PassThrough, type Readable } from "node:stream";
+import { StringDecoder } from "node:string_decoder";
 import type { Context, ServiceSchema } from "moleculer";
 import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, respondCreated, textParam, type RequestMeta } from "@clusterplatform/core";
-import { WORKER_SERVICE, type ScriptResult } from "@clusterplatform/distributor";
+import { WORKER_SERVICE, type ScriptRecord, type ScriptResult } from "@clusterplatform/distributor";
 
 const IP_PARAM = {
 	type: "string",
@@ -18,6 +20,10 @@ const REACHABILITY_INTERVAL_MS = 30_000;
 /** A node counts as reachable when its SSH port answers within this. */
 const REACH_TIMEOUT_MS = 1500;
 const SCRIPT_TIMEOUT_DEFAULT_S = 300;
+/** Clients that ask for this get the script's output while it runs (NDJSON), not when it ends. */
+const STREAM_ACCEPT = /application\/x-ndjson/i;
+/** Output a streamed run holds for a client that does not read it (the end record always goes). */
+const RELAY_LIMIT = 8 * 1024 * 1024;
 
 interface ScriptRequest {
 	id: number;
@@ -90,6 +96,7 @@ export const LocalnodesService: ServiceSchema = {
 		},
 		script: {
 			rest: "PUT /:id/script",
+			description: "Run a script as root on the node over SSH from its site's distributor: {code, signal, stdout, stderr} when it has ended, or with Accept: application/x-ndjson one JSON record per line while it runs ({stdout}, {stderr}, then {code, signal} or {error, status})",
 			params: {
 				id: ID_PARAM,
 				script: textParam(1024 * 1024),
@@ -99,12 +106,13 @@ export const LocalnodesService: ServiceSchema = {
 				timeout: { type: "number", integer: true, min: 1, max: 3600, convert: true, default: SCRIPT_TIMEOUT_DEFAULT_S },
 				$$strict: true,
 			},
-			async handler(this: any, ctx: Context<ScriptRequest>): Promise<Pick<ScriptResult, "code" | "signal" | "stdout" | "stderr">> {
+			async handler(this: any, ctx: Context<ScriptRequest, RequestMeta>): Promise<Pick<ScriptResult, "code" | "signal" | "stdout" | "stderr"> | Readable> {
 				const node = (await this.findOrFail(ctx.params.id)).get({ plain: true });
 				const privateKey = await this.privateKeyFor(ctx, node.artifactId);
 				const nodeID = await this.distributorOf(ctx, node.artifactId);
 				const timeoutMs = ctx.params.timeout * 1000;
 				const audit = await this.beginAudit(ctx, node);
+				if (STREAM_ACCEPT.test(ctx.meta.accept ?? "")) return this.streamScript(ctx, node, { privateKey, nodeID, timeoutMs, auditId: audit.id });
 				let result: ScriptResult;
 				try {
 					result = await ctx.call(
@@ -123,6 +131,66 @@ export const LocalnodesService: ServiceSchema = {
 		},
 	},
 	methods: {
+		/**
+		 * The script's output as NDJSON records while it runs (see ScriptRecord), for clients that
+		 * send Accept: application/x-ndjson. The run is audited as the buffered one: begun before,
+		 * finished with the last record's exit status (or the error that ended the stream).
+		 */
+		async streamScript(this: any, ctx: Context<ScriptRequest, RequestMeta>, node: { id: number; ip: string; hostKey: string | null }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
+			let upstream: Readable;
+			try {
+				upstream = await ctx.call(
+					`${WORKER_SERVICE}.streamScript`,
+					{ ip: node.ip, script: ctx.params.script, privateKey: run.privateKey, expectedHostKey: node.hostKey, timeoutMs: run.timeoutMs },
+					{ nodeID: run.nodeID, timeout: run.timeoutMs + 15_000 },
+				);
+			} catch (err) {
+				await ctx.call("scriptruns.finish", { id: run.auditId, code: null, error: (err as Error).message });
+				throw err;
+			}
+			// The worker's records are read as they come whatever the client does, so the run is always
+			// audited when it ends; a client too slow (or gone) loses output beyond RELAY_LIMIT, never the end.
+			const relay = new PassThrough();
+			let ended: ScriptRecord | null = null;
+			let pending = "";
+			const decoder = new StringDecoder("utf8");
+			const forward = (record: ScriptRecord) => {
+				if (relay.destroyed) return;
+				if ("code" in record || "error" in record || relay.writableLength < RELAY_LIMIT) relay.write(`${JSON.stringify(record)}\n`);
+			};
+			upstream.on("data", (chunk: Buffer) => {
+				pending += decoder.write(chunk);
+				const lines = pending.split("\n");
+				pending = lines.pop() ?? "";
+				for (const line of lines.filter(Boolean)) {
+					const record = JSON.parse(line) as ScriptRecord;
+					if ("code" in record || "error" in record) ended = record;
+					// The host key is the provisioner's business (trust on first use), not the client's.
+					forward("code" in record ? { code: record.code, signal: record.signal } : record);
+				}
+			});
+			let settled = false;
+			const settle = async (failure?: Error) => {
+				if (settled) return;
+				settled = true;
+				const outcome: ScriptRecord = ended ?? { error: failure?.message ?? "the script's output ended without an exit status", name: "SshFailedError", status: 502 };
+				if (!ended) forward(outcome);
+				try {
+					if ("error" in outcome) await ctx.call("scriptruns.finish", { id: run.auditId, code: null, error: outcome.error });
+					else if ("code" in outcome) {
+						await ctx.call("scriptruns.finish", { id: run.auditId, code: outcome.code, signal: outcome.signal ?? null });
+						if (!node.hostKey && outcome.hostKey) await this.adapter.updateById(node.id, { $set: { hostKey: outcome.hostKey, reachable: true, reachableCheckedAt: new Date() } });
+					}
+				} catch (err) {
+					this.logger.error(`localnode ${node.id}: could not record the end of script run ${run.auditId}: ${(err as Error).message}`);
+				}
+				if (!relay.destroyed) relay.end();
+			};
+			upstream.once("end", () => void settle());
+			upstream.once("error", (err) => void settle(err));
+			ctx.meta.$responseType = "application/x-ndjson; charset=utf-8";
+			return relay;
+		},
 		/** Log the run before it starts: a run that cannot be audited does not happen. */
 		async beginAudit(this: any, ctx: Context<ScriptRequest>, node: { id: number; ip: string; artifactId: string }): Promise<{ id: number }> {
 			try {

@@ -1,0 +1,99 @@
+import net from "node:net";
+import type { Context, ServiceSchema } from "moleculer";
+import { BOOT_EVENTS, BOOT_EVENT_KINDS, DataTypes, Op, entityMixin, invalid, type BootEvent } from "@clusterplatform/core";
+import { hostsOf, type HostSummary } from "./timeline";
+
+export * from "./timeline";
+
+/** Events kept: the oldest go once there are more (a boot is a few dozen events). */
+const EVENTS_KEPT = 100_000;
+/** Events the host views look through, newest first. */
+const EVENTS_SCANNED = 5000;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+function clean(event: Partial<BootEvent>): BootEvent | null {
+	if (!BOOT_EVENT_KINDS.includes(event.kind as BootEvent["kind"])) return null;
+	const at = new Date(event.at ?? "");
+	const text = (value: unknown, max: number) => (typeof value === "string" && value ? value.slice(0, max) : null);
+	return {
+		at: Number.isNaN(at.getTime()) ? new Date().toISOString() : at.toISOString(),
+		kind: event.kind!,
+		ip: text(event.ip, 45),
+		mac: text(event.mac, 17)?.toLowerCase() ?? null,
+		artifactId: text(event.artifactId, 253),
+		detail: text(event.detail, 500) ?? "",
+	};
+}
+
+/**
+ * /api/boots: the boot timeline. Distributors report what hosts asked their dnsmasq for (proxy
+ * DHCP answers, TFTP transfers) and the gateway the machine-path requests (scripts, kickstarts,
+ * artifacts, a node registering); GET /api/boots/hosts shows each host's steps at a glance and
+ * GET /api/boots/hosts/:host one host's timeline, by IP or MAC. Read-only; the newest
+ * 100,000 events are kept.
+ */
+export const BootsService: ServiceSchema = {
+	name: "boots",
+	mixins: [
+		entityMixin({
+			name: "boots",
+			fields: {
+				at: { type: DataTypes.DATE, allowNull: false },
+				kind: { type: DataTypes.STRING(16), allowNull: false },
+				ip: { type: DataTypes.STRING(45), allowNull: true },
+				mac: { type: DataTypes.STRING(17), allowNull: true },
+				artifactId: { type: DataTypes.STRING(253), allowNull: true },
+				detail: { type: DataTypes.STRING(500), allowNull: false },
+			},
+			params: {},
+			modelOptions: { indexes: [{ fields: ["ip"] }, { fields: ["mac"] }] },
+		}),
+	],
+	actions: {
+		create: false,
+		update: false,
+		remove: false,
+		hosts: {
+			rest: "GET /hosts",
+			params: { $$strict: true },
+			async handler(this: any): Promise<HostSummary[]> {
+				return hostsOf(await this.newestEvents({}));
+			},
+		},
+		host: {
+			rest: "GET /hosts/:host",
+			params: { host: { type: "string", max: 45 }, $$strict: true },
+			async handler(this: any, ctx: Context<{ host: string }>) {
+				const host = ctx.params.host.toLowerCase();
+				if (!net.isIP(host) && !MAC.test(host)) invalid("host", "must be an IP address or a MAC address (aa:bb:cc:dd:ee:ff)");
+				const summary = hostsOf(await this.newestEvents({})).find((h) => h.host === host || h.ip === host || h.macs.includes(host));
+				if (!summary) return { host, ip: net.isIP(host) ? host : null, macs: [], events: [] };
+				const where = { [Op.or]: [...(summary.ip ? [{ ip: summary.ip }] : []), ...(summary.macs.length ? [{ mac: { [Op.in]: summary.macs } }] : [])] };
+				const events = (await this.newestEvents(where)).reverse();
+				return { ...summary, events };
+			},
+		},
+	},
+	events: {
+		[BOOT_EVENTS]: {
+			async handler(this: any, ctx: Context<{ events?: Partial<BootEvent>[] }>) {
+				const events = (Array.isArray(ctx.params.events) ? ctx.params.events : []).slice(0, 10_000).map(clean).filter((e): e is BootEvent => e !== null);
+				if (events.length === 0) return;
+				await this.adapter.model.bulkCreate(events);
+				await this.prune();
+			},
+		},
+	},
+	methods: {
+		async newestEvents(this: any, where: object): Promise<BootEvent[]> {
+			const rows = await this.adapter.model.findAll({ where, order: [["id", "DESC"]], limit: EVENTS_SCANNED, attributes: ["at", "kind", "ip", "mac", "artifactId", "detail"], raw: true });
+			return rows.map((r: any) => ({ ...r, at: new Date(r.at).toISOString() }));
+		},
+		async prune(this: any) {
+			const newest: number | null = await this.adapter.model.max("id");
+			if (newest && newest > EVENTS_KEPT) await this.adapter.model.destroy({ where: { id: { [Op.lte]: newest - EVENTS_KEPT } } });
+		},
+	},
+};
+
+export default BootsService;
