@@ -70,6 +70,7 @@ describeWithRadosgw("Kubernetes-like topology: one process per tier, S3 on rados
 			DATABASE_URL: await freshPostgresDatabase(),
 			API_TOKENS: tokenEntry("operator", token, false),
 			SECRETS_KEY: generateToken(),
+			TUNNEL_PUBLIC_HOST: "127.0.0.1",
 		};
 		expect(Object.keys(shared).sort()).toEqual(manifestEnvKeys());
 		const pod = (name: string, services: string[], extra: Record<string, string> = {}) => {

@@ -20,6 +20,9 @@ export * from "./access";
 export * from "./metrics";
 export * from "./openapi";
 
+/** How long responses still running at shutdown (large downloads) may take before they are cut. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 /** The gateway package's version, for the OpenAPI document (read at runtime: src and dist alike). */
 function packageVersion(): string {
 	try {
@@ -163,6 +166,9 @@ export const GatewayService: ServiceSchema = {
 		this.logger.info(consoleBuilt(CONSOLE_ROOT) ? `web console: ${url}` : `web console at ${url} is not built: ${CONSOLE_BUILD_HINT}`);
 	},
 	async stopped(this: any) {
+		// moleculer-web's close waits for every response to end; a download whose client stopped
+		// reading would hold the shutdown for ever. Those get a grace period, then their connections go.
+		setTimeout(() => this.server.closeAllConnections(), SHUTDOWN_GRACE_MS).unref();
 		// Boot steps still in the batch go out before the broker does.
 		await this.bootEvents?.stop();
 	},

@@ -111,7 +111,10 @@ describe("isos", () => {
 		expect(second.status).toBe(201);
 		expect(second.body).toMatchObject({ status: "done", progress: 100, url: first.url });
 		expect((await provisioner.api(`/isos/${first.id}`, { method: "DELETE" })).status).toBe(200);
-		expect((await fetch(second.body.url)).status).toBe(200);
+		// Read to the end: a body left unread holds its connection open (and the gateway's shutdown).
+		const download = await fetch(second.body.url);
+		expect(download.status).toBe(200);
+		expect((await download.arrayBuffer()).byteLength).toBeGreaterThan(0);
 	});
 
 	it("never reuses an ISO built from outside URLs (their content may change)", async () => {

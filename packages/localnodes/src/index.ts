@@ -163,7 +163,13 @@ export const LocalnodesService: ServiceSchema = {
 				const lines = pending.split("\n");
 				pending = lines.pop() ?? "";
 				for (const line of lines.filter(Boolean)) {
-					const record = JSON.parse(line) as ScriptRecord;
+					let record: ScriptRecord;
+					try {
+						record = JSON.parse(line) as ScriptRecord;
+					} catch {
+						upstream.destroy(new Error(`the distributor sent a record that is not JSON: ${line.slice(0, 80)}`));
+						return;
+					}
 					if ("code" in record || "error" in record) ended = record;
 					// The host key is the provisioner's business (trust on first use), not the client's.
 					forward("code" in record ? { code: record.code, signal: record.signal } : record);
