@@ -104,7 +104,9 @@ async function startProvisioner(): Promise<number> {
 		start(process.execPath, [CLI, "start", "gateway"], { ...env, PORT: String(port), HOST: "127.0.0.1", REUSE_PORT: "true", DATA_DIR: path.join(work, `gateway-${i}`), NODE_ID: `bench-gateway-${i}` });
 	}
 	const headers = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
-	await until(async () => (await fetch(`http://127.0.0.1:${port}/api/subscripts`, { headers })).ok, "provisioner");
+	// Every gateway process learns each registry's routes on its own: wait until all answer both.
+	const served = async (name: string) => (await fetch(`http://127.0.0.1:${port}/api/${name}`, { headers })).ok;
+	await until(async () => (await Promise.all(Array.from({ length: 4 * GATEWAYS }, (_, i) => served(i % 2 ? "mainscripts" : "subscripts")))).every(Boolean), "provisioner");
 	for (const [name, text] of [["mainscripts", MAINSCRIPT], ["subscripts", SUBSCRIPT]]) {
 		const res = await fetch(`http://127.0.0.1:${port}/api/${name}`, { method: "POST", headers, body: JSON.stringify({ text }) });
 		if (res.status !== 201) throw new Error(`POST ${name}: ${res.status}`);

@@ -1,7 +1,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { BOOT_EVENTS, type BootEvent } from "@clusterplatform/core";
+import { ServiceBroker } from "moleculer";
+import { BOOT_EVENTS, BootEventRecorder, type BootEvent } from "@clusterplatform/core";
 import { DnsmasqBootLog } from "@clusterplatform/distributor";
 import { hostsOf } from "@clusterplatform/boots";
 import { eventually } from "../../../test/support/ports";
@@ -34,6 +35,31 @@ describe("dnsmasq's log as boot events", () => {
 		const hosts = hostsOf(newestFirst);
 		expect(hosts.map((h) => h.host)).toEqual(["10.0.0.150", "52:54:00:00:00:01"]);
 		expect(hosts[0]).toMatchObject({ ip: "10.0.0.150", macs: [MAC], sites: ["site"], steps: ["dhcp", "tftp", "script", "registered"], count: 5, firstSeen: at(0), lastSeen: at(4) });
+	});
+});
+
+describe("BootEventRecorder", () => {
+	it("sends one bounded batch per flush to one boots instance, and counts what did not fit", async () => {
+		const broker = new ServiceBroker({ logger: false });
+		const batches: BootEvent[][] = [];
+		broker.createService({ name: "boots", events: { [BOOT_EVENTS]: (ctx: { params: { events: BootEvent[] } }) => void batches.push(ctx.params.events) } });
+		await broker.start();
+		const warnings: string[] = [];
+		broker.logger.warn = ((message: string) => void warnings.push(message)) as typeof broker.logger.warn;
+		try {
+			const recorder = new BootEventRecorder(broker, { maxBatch: 3, flushMs: 60_000 });
+			for (let i = 0; i < 5; i++) recorder.record({ kind: "script", ip: `10.0.0.${i}`, mac: null, artifactId: null, detail: `GET ${i}` });
+			expect(recorder.admit()).toBe(false);
+			await recorder.flush();
+			expect(batches.map((b) => b.map((e) => e.ip))).toEqual([["10.0.0.0", "10.0.0.1", "10.0.0.2"]]);
+			expect(warnings).toEqual(["boot timeline: 3 events dropped (more than 3 in one batch)"]);
+			// The next batch has room again.
+			expect(recorder.admit()).toBe(true);
+			await recorder.stop();
+			expect(batches).toHaveLength(1);
+		} finally {
+			await broker.stop();
+		}
 	});
 });
 

@@ -22,7 +22,7 @@ export const BOOT_EVENTS = "boots.seen";
 /**
  * Collects boot events and sends them in batches: a LAN of hosts powering on produces thousands a
  * second, and the gateway's machine path must not wait on the broker for any of them. A batch holds
- * at most 1000 (a host's boot is a dozen); beyond that they are counted, logged and dropped, never
+ * at most 250 (a host's boot is a dozen steps); beyond that they are counted, logged and dropped, never
  * queued without end.
  */
 export class BootEventRecorder {
@@ -35,11 +35,15 @@ export class BootEventRecorder {
 		private readonly options: { flushMs?: number; maxBatch?: number } = {},
 	) {}
 
+	/** Whether an event would be kept now; one that would not is counted as dropped. Cheap: ask first. */
+	admit(): boolean {
+		if (this.batch.length < (this.options.maxBatch ?? 250)) return true;
+		this.dropped++;
+		return false;
+	}
+
 	record(event: Omit<BootEvent, "at"> & { at?: string }): void {
-		if (this.batch.length >= (this.options.maxBatch ?? 1000)) {
-			this.dropped++;
-			return;
-		}
+		if (!this.admit()) return;
 		this.batch.push({ ...event, at: event.at ?? new Date().toISOString() });
 		this.timer ??= setTimeout(() => void this.flush(), this.options.flushMs ?? 1000);
 	}
@@ -51,7 +55,7 @@ export class BootEventRecorder {
 		const events = this.batch;
 		this.batch = [];
 		if (this.dropped > 0) {
-			this.broker.logger.warn(`boot timeline: ${this.dropped} events dropped (more than ${this.options.maxBatch ?? 1000} in one batch)`);
+			this.broker.logger.warn(`boot timeline: ${this.dropped} events dropped (more than ${this.options.maxBatch ?? 250} in one batch)`);
 			this.dropped = 0;
 		}
 		// No boots service running is not an error of the caller's: the timeline is then not kept.

@@ -32,7 +32,8 @@ function clientAddress(req: IncomingMessage): string | null {
 export function recordBootSteps(recorder: BootEventRecorder, next: (req: IncomingMessage, res: ServerResponse) => void) {
 	return (req: IncomingMessage, res: ServerResponse): void => {
 		const kind = bootStepOf(req);
-		if (kind) {
+		// In a storm the batch fills within the second: the rest cost no listener at all.
+		if (kind && recorder.admit()) {
 			// Read now: moleculer-web rewrites req.url while routing.
 			const url = (req.url ?? "").slice(0, 300);
 			res.once("finish", () => {
