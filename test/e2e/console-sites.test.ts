@@ -6,11 +6,12 @@ import { consoleBuilt } from "@clusterplatform/console";
 import { storeFor } from "@clusterplatform/core";
 import { launchChromium, type TestBrowser } from "../support/chromium";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
+import { freePort } from "../support/ports";
 import { startSshNode, type SshNode } from "../support/ssh-node";
 
 const SCREENSHOTS = path.resolve(__dirname, "..", "..", "test-artifacts", "console");
 const SITE = `console-site-${process.pid}`;
-/** The installed node: an address of its own on loopback, SSH on port 22 as localnodes expects. */
+/** The installed node: an address of its own on loopback, SSH on a free port it registers with. */
 const NODE_IP = "127.0.0.22";
 const HAS_BOOTS = "boots" in CATALOGUE;
 
@@ -25,6 +26,7 @@ describe("web console: distributors, localnodes, boots (headless Chromium)", () 
 	let browser: TestBrowser;
 	let page: Page;
 	let node: SshNode;
+	let sshPort: number;
 	let keys: { publicKey: string; privateKey: string };
 
 	const screenshot = (name: string) => page.screenshot({ path: path.join(SCREENSHOTS, `sites-${name}.png`), fullPage: true });
@@ -44,7 +46,8 @@ describe("web console: distributors, localnodes, boots (headless Chromium)", () 
 			env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE },
 		});
 		keys = await (await provisioner.api("/sshkey")).json();
-		node = await startSshNode(NODE_IP, 22, keys.publicKey);
+		sshPort = await freePort();
+		node = await startSshNode(NODE_IP, sshPort, keys.publicKey);
 		await page.goto(`${provisioner.baseUrl}/console/`);
 		await page.fill("#token", TEST_ADMIN_TOKEN);
 		await page.click("#token-submit");
@@ -94,7 +97,7 @@ describe("web console: distributors, localnodes, boots (headless Chromium)", () 
 
 	it("shows a registered node's reachability and runs a script on it, with its output", async () => {
 		// The node registers itself as its post-boot script would: no token.
-		const registered = await fetch(`${provisioner.baseUrl}/api/localnodes`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ip: NODE_IP, artifactId: SITE }) });
+		const registered = await fetch(`${provisioner.baseUrl}/api/localnodes`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ ip: NODE_IP, artifactId: SITE, sshPort }) });
 		expect(registered.status).toBe(201);
 		await go("Localnodes");
 		const row = page.locator("tr", { hasText: NODE_IP });

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig, storeFor } from "@clusterplatform/core";
 import { startProvisioner, type RunningProvisioner } from "@clusterplatform/cli";
-import { eventually, waitForPort } from "../../../test/support/ports";
+import { eventually, freePort, waitForPort } from "../../../test/support/ports";
 import { startTestProvisioner, TEST_ADMIN_TOKEN, type TestProvisioner } from "../../../test/support/provisioner";
 import { startNats, type TestServer } from "../../../test/support/servers";
 import { cli } from "./support/cli";
@@ -13,11 +13,11 @@ const SITE = "cli.test.site";
 const REQUIRED = ["dropbear", "dropbearkey", "unshare"];
 
 /**
- * A real SSH node without a VM: dropbear on a loopback address of its own, port 22 (where the
- * distributor worker connects), in a private mount namespace whose /root is a temp dir holding the
+ * A real SSH node without a VM: dropbear on a loopback address of its own, on a free port it registers
+ * with (sshPort), in a private mount namespace whose /root is a temp dir holding the
  * test's authorized key — the machine's own /root/.ssh is never touched.
  */
-function startSshNode(dir: string, address: string, publicKey: string): ChildProcess {
+function startSshNode(dir: string, address: string, port: number, publicKey: string): ChildProcess {
 	const home = path.join(dir, "root");
 	fs.mkdirSync(path.join(home, ".ssh"), { recursive: true, mode: 0o700 });
 	fs.chmodSync(home, 0o700);
@@ -27,7 +27,7 @@ function startSshNode(dir: string, address: string, publicKey: string): ChildPro
 	// unshare and sh exec into dropbear (-F: foreground), so the child's PID is dropbear's.
 	return spawn(
 		"unshare",
-		["--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$1" /root && exec dropbear -F -E -s -m -r "$2" -p "$3:22" -P "$4"', "sh", home, hostKey, address, path.join(dir, "dropbear.pid")],
+		["--mount", "--propagation", "private", "--", "sh", "-c", 'mount --bind "$1" /root && exec dropbear -F -E -s -m -r "$2" -p "$3" -P "$4"', "sh", home, hostKey, `${address}:${port}`, path.join(dir, "dropbear.pid")],
 		{ stdio: "ignore" },
 	);
 }
@@ -43,7 +43,7 @@ const missing = REQUIRED.filter((bin) => {
 const notRoot = process.getuid?.() !== 0;
 const describeIf = missing.length || notRoot ? describe.skip : describe;
 if (missing.length) console.log(`client-nodes: skipped, missing ${missing.join(", ")} (apt-get install dropbear-bin util-linux)`);
-if (notRoot) console.log("client-nodes: skipped, needs root (a mount namespace for the SSH node's /root, and port 22 on loopback)");
+if (notRoot) console.log("client-nodes: skipped, needs root (a mount namespace for the SSH node's /root)");
 
 describeIf("clusterplatform node run and distributor commands through a distributor worker over NATS", () => {
 	let provisioner: TestProvisioner;
@@ -53,7 +53,8 @@ describeIf("clusterplatform node run and distributor commands through a distribu
 	let nats: TestServer | undefined;
 	let worker: RunningProvisioner | undefined;
 	let workerDir: string | undefined;
-	// A loopback address no other test uses, so port 22 on it is ours.
+	let sshPort: number;
+	// A loopback address of its own, as a node on a LAN has.
 	const address = `127.77.${process.pid % 250}.${1 + Math.floor(Math.random() * 250)}`;
 	const ok = async (...args: string[]) => {
 		const run = await cli(args, env);
@@ -75,8 +76,9 @@ describeIf("clusterplatform node run and distributor commands through a distribu
 		const pair = JSON.parse((await ok("get", "sshkey", "--algorithm", "ed25519", "--json")).stdout);
 		fs.writeFileSync(path.join(scratch, "id"), pair.privateKey);
 		await ok("create", "sshkeys", "--file", path.join(scratch, "id"), "--artifactId", SITE, "--private", "true");
-		node = startSshNode(scratch, address, pair.publicKey);
-		await waitForPort(22, 10_000, address);
+		sshPort = await freePort();
+		node = startSshNode(scratch, address, sshPort, pair.publicKey);
+		await waitForPort(sshPort, 10_000, address);
 		await eventually(async () => {
 			const rows = (await (await provisioner.api("/distributors")).json()).rows as { artifactId: string; online: boolean }[];
 			return rows.some((r) => r.artifactId === SITE && r.online) || undefined;
@@ -96,7 +98,7 @@ describeIf("clusterplatform node run and distributor commands through a distribu
 	});
 
 	it("runs a script on a registered node, prints its stdout and stderr, exits with its code, and audits the run", async () => {
-		const registered = JSON.parse((await ok("create", "localnodes", "--ip", address, "--artifactId", SITE, "--pingable", "true", "--json")).stdout);
+		const registered = JSON.parse((await ok("create", "localnodes", "--ip", address, "--artifactId", SITE, "--pingable", "true", "--sshPort", String(sshPort), "--json")).stdout);
 		const script = path.join(scratch, "hello.sh");
 		fs.writeFileSync(script, 'echo "hello from $(hostname)"\necho "to stderr" >&2\nexit 3\n');
 		const run = await cli(["node", "run", String(registered.id), script, "--timeout", "30s"], env);
@@ -126,7 +128,7 @@ describeIf("clusterplatform node run and distributor commands through a distribu
 	}, 60_000);
 
 	it("streams NDJSON to clients that ask for it, JSON to others, and audits a run whose client went away", async () => {
-		const { id } = JSON.parse((await ok("create", "localnodes", "--ip", address, "--artifactId", SITE, "--json")).stdout);
+		const { id } = JSON.parse((await ok("create", "localnodes", "--ip", address, "--artifactId", SITE, "--sshPort", String(sshPort), "--json")).stdout);
 		const put = (accept: string, script: string, signal?: AbortSignal) =>
 			provisioner.api(`/localnodes/${id}/script`, { method: "PUT", json: { script }, headers: { Accept: accept }, signal });
 		const streamed = await put("application/x-ndjson", "echo a\necho b >&2\nexit 4\n");

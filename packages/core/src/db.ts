@@ -3,8 +3,9 @@ import path from "node:path";
 import type { ServiceBroker, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
 import SequelizeAdapter from "moleculer-db-adapter-sequelize";
-import { Sequelize, type ModelAttributes, type ModelOptions } from "sequelize";
+import { Sequelize, type Model, type ModelAttributes, type ModelOptions, type ModelStatic } from "sequelize";
 import { configOf } from "./context";
+import { ConfigError } from "./errors";
 
 export { DataTypes, Op } from "sequelize";
 
@@ -75,9 +76,30 @@ function release(sequelize: Sequelize): Promise<void> {
 	return Promise.resolve();
 }
 
+/**
+ * `sync()` creates a missing table but never changes an existing one: a column added in a newer
+ * release (with a default, or nullable) is added here, so an upgraded provisioner opens an older
+ * database. A new column that needs a value for existing rows cannot be guessed: it stops the
+ * service naming the table and column.
+ */
+async function addMissingColumns(model: ModelStatic<Model>): Promise<void> {
+	const queries = model.sequelize!.getQueryInterface();
+	const table = model.getTableName();
+	const existing = await queries.describeTable(table);
+	for (const [name, attribute] of Object.entries(model.getAttributes())) {
+		const column = attribute.field ?? name;
+		if (column in existing) continue;
+		if (attribute.allowNull === false && attribute.defaultValue === undefined) {
+			throw new ConfigError(`table ${String(table)} lacks column ${column}, which has no default for existing rows: migrate it by hand`);
+		}
+		await queries.addColumn(table, column, attribute);
+	}
+}
+
 class SharedSequelizeAdapter extends SequelizeAdapter {
 	declare db: Sequelize;
 	declare opts: unknown[];
+	declare model: ModelStatic<Model>;
 	private broker!: ServiceBroker;
 
 	override init(broker: ServiceBroker, service: Parameters<SequelizeAdapter["init"]>[1]): void {
@@ -85,9 +107,10 @@ class SharedSequelizeAdapter extends SequelizeAdapter {
 		this.broker = broker;
 	}
 
-	override connect(): Promise<void> {
+	override async connect(): Promise<void> {
 		this.opts = [acquire(this.broker), { noSync: false }];
-		return super.connect();
+		await super.connect();
+		await addMissingColumns(this.model);
 	}
 
 	override disconnect(): Promise<void> {

@@ -56,6 +56,7 @@ const SCRIPT_RUN_PARAMS = {
 	privateKey: textParam(64 * 1024),
 	expectedHostKey: { type: "string", optional: true, nullable: true },
 	timeoutMs: { type: "number", integer: true, min: 1000, max: 3_600_000 },
+	port: { type: "number", integer: true, min: 1, max: 65535, default: 22 },
 };
 interface ScriptRunParams {
 	ip: string;
@@ -63,6 +64,7 @@ interface ScriptRunParams {
 	privateKey: string;
 	expectedHostKey?: string | null;
 	timeoutMs: number;
+	port: number;
 }
 
 /**
@@ -108,16 +110,16 @@ export const DistributorWorkerService: ServiceSchema = {
 		runScript: {
 			params: SCRIPT_RUN_PARAMS,
 			handler(ctx: Context<ScriptRunParams>) {
-				const { ip, script, privateKey, expectedHostKey, timeoutMs } = ctx.params;
-				return runScriptOverSsh({ host: ip, script, privateKey, expectedHostKey, timeoutMs });
+				const { ip, port, script, privateKey, expectedHostKey, timeoutMs } = ctx.params;
+				return runScriptOverSsh({ host: ip, port, script, privateKey, expectedHostKey, timeoutMs });
 			},
 		},
 		/** runScript with the output streamed as it arrives (NDJSON records, see ScriptRecord). */
 		streamScript: {
 			params: SCRIPT_RUN_PARAMS,
 			handler(ctx: Context<ScriptRunParams>) {
-				const { ip, script, privateKey, expectedHostKey, timeoutMs } = ctx.params;
-				return streamScriptOverSsh({ host: ip, script, privateKey, expectedHostKey, timeoutMs });
+				const { ip, port, script, privateKey, expectedHostKey, timeoutMs } = ctx.params;
+				return streamScriptOverSsh({ host: ip, port, script, privateKey, expectedHostKey, timeoutMs });
 			},
 		},
 	},

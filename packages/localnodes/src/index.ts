@@ -37,11 +37,15 @@ interface Registration {
 	ip: string;
 	artifactId: string;
 	pingable?: boolean;
+	sshPort?: number;
 }
+
+/** The port the node's SSH server listens on (22 unless it registered another). */
+const SSH_PORT_PARAM = { type: "number", integer: true, min: 1, max: 65535, convert: true, optional: true } as const;
 
 /**
  * /api/localnodes: installed hosts register here from their post-boot script
- * (POST /api/localnodes?ip=…&artifactId=…&pingable=true). Registering again updates the row.
+ * (POST /api/localnodes?ip=…&artifactId=…&pingable=true[&sshPort=2222]). Registering again updates the row.
  * `reachable` is checked in the background from the site's distributor (its SSH port answers);
  * PUT /:id/script runs a script as root on the node over SSH from that distributor.
  */
@@ -59,8 +63,9 @@ export const LocalnodesService: ServiceSchema = {
 				reachableCheckedAt: { type: DataTypes.DATE, allowNull: true },
 				/** SSH host key fingerprint seen on first use; later connections must present it. */
 				hostKey: { type: DataTypes.STRING(128), allowNull: true },
+				sshPort: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 22 },
 			},
-			params: { ip: IP_PARAM, artifactId: ARTIFACT_ID_PARAM, pingable: { ...BOOLEAN_PARAM, optional: true } },
+			params: { ip: IP_PARAM, artifactId: ARTIFACT_ID_PARAM, pingable: { ...BOOLEAN_PARAM, optional: true }, sshPort: SSH_PORT_PARAM },
 		}),
 	],
 	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS },
@@ -74,8 +79,8 @@ export const LocalnodesService: ServiceSchema = {
 				},
 			},
 			async handler(this: any, ctx: Context<Registration, RequestMeta>) {
-				const { ip, artifactId, pingable } = ctx.params;
-				const changes = pingable === undefined ? {} : { pingable };
+				const { ip, artifactId, pingable, sshPort } = ctx.params;
+				const changes = { ...(pingable === undefined ? {} : { pingable }), ...(sshPort === undefined ? {} : { sshPort }) };
 				const existing = await this.adapter.findOne({ where: { ip, artifactId } });
 				if (existing) {
 					const row = await this.adapter.updateById(existing.id, { $set: changes });
@@ -117,7 +122,7 @@ export const LocalnodesService: ServiceSchema = {
 				try {
 					result = await ctx.call(
 						`${WORKER_SERVICE}.runScript`,
-						{ ip: node.ip, script: ctx.params.script, privateKey, expectedHostKey: node.hostKey, timeoutMs },
+						{ ip: node.ip, port: node.sshPort, script: ctx.params.script, privateKey, expectedHostKey: node.hostKey, timeoutMs },
 						{ nodeID, timeout: timeoutMs + 15_000 },
 					);
 				} catch (err) {
@@ -136,12 +141,12 @@ export const LocalnodesService: ServiceSchema = {
 		 * send Accept: application/x-ndjson. The run is audited as the buffered one: begun before,
 		 * finished with the last record's exit status (or the error that ended the stream).
 		 */
-		async streamScript(this: any, ctx: Context<ScriptRequest, RequestMeta>, node: { id: number; ip: string; hostKey: string | null }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
+		async streamScript(this: any, ctx: Context<ScriptRequest, RequestMeta>, node: { id: number; ip: string; sshPort: number; hostKey: string | null }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
 			let upstream: Readable;
 			try {
 				upstream = await ctx.call(
 					`${WORKER_SERVICE}.streamScript`,
-					{ ip: node.ip, script: ctx.params.script, privateKey: run.privateKey, expectedHostKey: node.hostKey, timeoutMs: run.timeoutMs },
+					{ ip: node.ip, port: node.sshPort, script: ctx.params.script, privateKey: run.privateKey, expectedHostKey: node.hostKey, timeoutMs: run.timeoutMs },
 					{ nodeID: run.nodeID, timeout: run.timeoutMs + 15_000 },
 				);
 			} catch (err) {
@@ -245,15 +250,18 @@ export const LocalnodesService: ServiceSchema = {
 			// Without a distributors manager in the cluster there is nobody to check from.
 			if (!this.adapter?.model || !this.broker.registry.getActionEndpoints("distributors.siteNode")?.hasAvailable()) return;
 			const rows = (await this.adapter.find({ query: {} })).map((r: any) => r.get({ plain: true }));
-			const sites = new Map<string, { id: number; ip: string }[]>();
+			const sites = new Map<string, { id: number; ip: string; sshPort: number }[]>();
 			for (const row of rows) sites.set(row.artifactId, [...(sites.get(row.artifactId) ?? []), row]);
 			for (const [artifactId, nodes] of sites) {
 				const site = await this.broker.call("distributors.siteNode", { artifactId }).catch(() => null);
 				if (!site) continue;
-				const ips = [...new Set(nodes.map((n) => n.ip))];
-				const reached: Record<string, boolean> = await this.broker.call(`${WORKER_SERVICE}.reach`, { ips, timeoutMs: REACH_TIMEOUT_MS }, { nodeID: site.nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
-				const now = new Date();
-				for (const node of nodes) await this.adapter.updateById(node.id, { $set: { reachable: reached[node.ip] ?? null, reachableCheckedAt: now } });
+				for (const port of new Set(nodes.map((n) => n.sshPort))) {
+					const onPort = nodes.filter((n) => n.sshPort === port);
+					const ips = [...new Set(onPort.map((n) => n.ip))];
+					const reached: Record<string, boolean> = await this.broker.call(`${WORKER_SERVICE}.reach`, { ips, port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID: site.nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
+					const now = new Date();
+					for (const node of onPort) await this.adapter.updateById(node.id, { $set: { reachable: reached[node.ip] ?? null, reachableCheckedAt: now } });
+				}
 			}
 		},
 	},

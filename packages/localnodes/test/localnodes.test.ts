@@ -1,3 +1,7 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { Sequelize } from "sequelize";
 import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
 
 const SITE = "felicitas.pojtinger.swabia.sol";
@@ -24,6 +28,21 @@ describe.each(DATABASES)("localnodes on %s", (database) => {
 		const again = await provisioner.api("/localnodes?ip=10.1.2.3&artifactId=" + SITE + "&pingable=false", { method: "POST" });
 		expect(again.status).toBe(200);
 		expect(await again.json()).toMatchObject({ id: first.id, pingable: false });
+		expect(await total()).toBe(before);
+	});
+
+	it("keeps the SSH port a node registers with (22 unless it says otherwise), and refuses a bad one", async () => {
+		const plain = await (await fetch(`${provisioner.baseUrl}/api/localnodes?ip=10.7.0.1&artifactId=${SITE}`, { method: "POST" })).json();
+		expect(plain.sshPort).toBe(22);
+		const other = await fetch(`${provisioner.baseUrl}/api/localnodes?ip=10.7.0.2&artifactId=${SITE}&sshPort=2222`, { method: "POST" });
+		expect(other.status).toBe(201);
+		expect((await other.json()).sshPort).toBe(2222);
+		const before = await total();
+		for (const bad of ["0", "65536", "22;reboot", "-1"]) {
+			const res = await fetch(`${provisioner.baseUrl}/api/localnodes?ip=10.7.0.3&artifactId=${SITE}&sshPort=${encodeURIComponent(bad)}`, { method: "POST" });
+			expect(res.status).toBe(422);
+			expect(JSON.stringify(await res.json())).toContain("sshPort");
+		}
 		expect(await total()).toBe(before);
 	});
 
@@ -61,5 +80,29 @@ describe.each(DATABASES)("localnodes on %s", (database) => {
 		const { id } = await (await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.7.7.7", artifactId: SITE } })).json();
 		expect((await provisioner.api(`/localnodes/${id}`, { method: "DELETE" })).status).toBe(200);
 		expect((await provisioner.api(`/localnodes/${id}`)).status).toBe(404);
+	});
+});
+
+describe("localnodes on a database of an older release", () => {
+	it("adds the columns the release added (sshPort, with its default) and keeps the rows", async () => {
+		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-upgrade-"));
+		try {
+			// The table as it was before sshPort existed, with a node in it.
+			const old = new Sequelize({ dialect: "sqlite", storage: path.join(dataDir, "clusterplatform.sqlite"), logging: false });
+			await old.query(
+				"CREATE TABLE localnodes (id INTEGER PRIMARY KEY AUTOINCREMENT, ip VARCHAR(45) NOT NULL, artifactId VARCHAR(253) NOT NULL, pingable TINYINT(1) NOT NULL DEFAULT 0, reachable TINYINT(1), reachableCheckedAt DATETIME, hostKey VARCHAR(128), createdAt DATETIME NOT NULL, updatedAt DATETIME NOT NULL, UNIQUE (ip, artifactId))",
+			);
+			await old.query("INSERT INTO localnodes (ip, artifactId, pingable, createdAt, updatedAt) VALUES ('10.8.0.1', 'old.site', 1, '2026-01-01 00:00:00', '2026-01-01 00:00:00')");
+			await old.close();
+			const provisioner = await startTestProvisioner({ services: ["gateway", "localnodes"], env: { DATA_DIR: dataDir } });
+			try {
+				const { rows } = await (await provisioner.api("/localnodes")).json();
+				expect(rows).toEqual([expect.objectContaining({ ip: "10.8.0.1", artifactId: "old.site", pingable: true, sshPort: 22 })]);
+			} finally {
+				await provisioner.stop();
+			}
+		} finally {
+			fs.rmSync(dataDir, { recursive: true, force: true });
+		}
 	});
 });
