@@ -66,11 +66,14 @@ export const BootsService: ServiceSchema = {
 			async handler(this: any, ctx: Context<{ host: string }>) {
 				const host = ctx.params.host.toLowerCase();
 				if (!net.isIP(host) && !MAC.test(host)) invalid("host", "must be an IP address or a MAC address (aa:bb:cc:dd:ee:ff)");
-				const summary = hostsOf(await this.newestEvents({})).find((h) => h.host === host || h.ip === host || h.macs.includes(host));
+				// The host's own events, then everything under the addresses and MACs they link it to.
+				const own: BootEvent[] = await this.newestEvents(net.isIP(host) ? { ip: host } : { mac: host });
+				const ips = [...new Set([...(net.isIP(host) ? [host] : []), ...own.map((e) => e.ip).filter((ip): ip is string => ip !== null)])];
+				const macs = [...new Set([...(net.isIP(host) ? [] : [host]), ...own.map((e) => e.mac).filter((mac): mac is string => mac !== null)])];
+				const events: BootEvent[] = await this.newestEvents({ [Op.or]: [...(ips.length ? [{ ip: { [Op.in]: ips } }] : []), ...(macs.length ? [{ mac: { [Op.in]: macs } }] : [])] });
+				const summary = hostsOf(events).find((h) => h.host === host || h.ip === host || h.macs.includes(host));
 				if (!summary) return { host, ip: net.isIP(host) ? host : null, macs: [], events: [] };
-				const where = { [Op.or]: [...(summary.ip ? [{ ip: summary.ip }] : []), ...(summary.macs.length ? [{ mac: { [Op.in]: summary.macs } }] : [])] };
-				const events = (await this.newestEvents(where)).reverse();
-				return { ...summary, events };
+				return { ...summary, events: events.reverse() };
 			},
 		},
 	},

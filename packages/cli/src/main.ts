@@ -7,10 +7,10 @@ import { CLIENT_USAGE, isClientCommand, runClient } from "./client";
 const core = (): typeof import("@clusterplatform/core") => require("@clusterplatform/core");
 const catalogue = (): typeof import("./catalogue") => require("./catalogue");
 const token = (): typeof import("./token") => require("./token");
-const loadConfig = async (): Promise<Config> => core().loadConfig();
-const configError = async (message: string) => new (core().ConfigError)(message);
+const loadConfig = (): Config => core().loadConfig();
+const configError = (message: string) => new (core().ConfigError)(message);
 
-const usage = async () => `Usage: clusterplatform start [service …]
+const usage = () => `Usage: clusterplatform start [service …]
        clusterplatform distributor
        clusterplatform health [node-id] [--timeout=ms]
        clusterplatform token create|entry [--name=N] [--read-only] [token]
@@ -28,7 +28,7 @@ Services: ${Object.keys(catalogue().CATALOGUE).join(", ")}
 ${CLIENT_USAGE}`;
 
 async function start(names: string[]): Promise<void> {
-	const config = await loadConfig();
+	const config = loadConfig();
 	const { ensureFirstToken } = token();
 	const firstToken = names.length === 0 || names.includes("gateway") ? ensureFirstToken(config) : null;
 	const provisioner = await (require("./launcher") as typeof import("./launcher")).startProvisioner(config, names);
@@ -48,9 +48,9 @@ async function start(names: string[]): Promise<void> {
 
 /** A distributor alone in its process is useless: it has to reach the manager over NATS. */
 async function distributor(): Promise<void> {
-	const config = await loadConfig();
-	if (!config.transporter) throw await configError("distributor needs TRANSPORTER=nats://… (the provisioner's NATS) to reach the distributors manager");
-	if (!config.distributorArtifactId) throw await configError("distributor needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag, e.g. felicitas.pojtinger.swabia.sol)");
+	const config = loadConfig();
+	if (!config.transporter) throw configError("distributor needs TRANSPORTER=nats://… (the provisioner's NATS) to reach the distributors manager");
+	if (!config.distributorArtifactId) throw configError("distributor needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag, e.g. felicitas.pojtinger.swabia.sol)");
 	return start(["distributor-worker"]);
 }
 
@@ -58,9 +58,9 @@ async function distributor(): Promise<void> {
 async function health(args: string[]): Promise<void> {
 	const timeout = args.find((a) => a.startsWith("--timeout="));
 	const timeoutMs = timeout ? Number(timeout.slice("--timeout=".length)) : undefined;
-	if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) throw await configError("health: --timeout=<milliseconds> must be a positive integer");
+	if (timeoutMs !== undefined && !(Number.isInteger(timeoutMs) && timeoutMs > 0)) throw configError("health: --timeout=<milliseconds> must be a positive integer");
 	const { checkHealth } = require("./health") as typeof import("./health");
-	const result = await checkHealth(await loadConfig(), { nodeId: args.find((a) => !a.startsWith("--")), timeoutMs });
+	const result = await checkHealth(loadConfig(), { nodeId: args.find((a) => !a.startsWith("--")), timeoutMs });
 	console.log(`clusterplatform health: ${result.ok ? "ok" : "FAILED"}: ${result.detail}`);
 	process.exit(result.ok ? 0 : 1);
 }
@@ -80,16 +80,16 @@ async function main(argv: string[]): Promise<void> {
 		case "health":
 			return health(rest);
 		case "token":
-			console.log(token().tokenCommand(await loadConfig(), rest));
+			console.log(token().tokenCommand(loadConfig(), rest));
 			return;
 		case undefined:
 		case "help":
 		case "--help":
 		case "-h":
-			console.log(await usage());
+			console.log(usage());
 			return;
 		default:
-			throw await configError(`unknown command "${command}"\n${await usage()}`);
+			throw configError(`unknown command "${command}"\n${usage()}`);
 	}
 }
 

@@ -45,7 +45,8 @@ export class BootEventRecorder {
 	record(event: Omit<BootEvent, "at"> & { at?: string }): void {
 		if (!this.admit()) return;
 		this.batch.push({ ...event, at: event.at ?? new Date().toISOString() });
-		this.timer ??= setTimeout(() => void this.flush(), this.options.flushMs ?? 1000);
+		// unref: a batch waiting for its second never keeps a process alive; stop() flushes it.
+		this.timer ??= setTimeout(() => void this.flush(), this.options.flushMs ?? 1000).unref();
 	}
 
 	async flush(): Promise<void> {

@@ -13,7 +13,9 @@ for (const [network, prefix] of [
 	["203.0.113.0", 24], ["224.0.0.0", 4], ["240.0.0.0", 4],
 ] as const) NON_PUBLIC.addSubnet(network, prefix, "ipv4");
 for (const [network, prefix] of [
-	["::", 128], ["::1", 128], ["fc00::", 7], ["fe80::", 10], ["ff00::", 8], ["64:ff9b::", 96], ["100::", 64], ["2001:db8::", 32],
+	["::", 128], ["::1", 128], ["fc00::", 7], ["fe80::", 10], ["fec0::", 10], ["ff00::", 8], ["64:ff9b::", 96], ["100::", 64], ["2001:db8::", 32],
+	// IPv4-compatible (::a.b.c.d) and 6to4 (2002:aabb:ccdd::) addresses carry any IPv4 address, private ones included.
+	["::", 96], ["2002::", 16],
 ] as const) NON_PUBLIC.addSubnet(network, prefix, "ipv6");
 
 export function isPublicAddress(address: string): boolean {

@@ -35,7 +35,8 @@ export interface ObjectStore {
  * Path segments of letters, digits and . _ - + ~ (package file names such as libstdc++-…rpm),
  * never starting with "-" or "+"/"~"; a leading "." is allowed for mirrored trees (.treeinfo).
  */
-const KEY_PATTERN = /^[A-Za-z0-9._][A-Za-z0-9._+~-]*(\/[A-Za-z0-9._][A-Za-z0-9._+~-]*)*$/;
+// "+", "~" and "^" stand in package file names (libstdc++, 1.0~rc1, Fedora's 1.0^20260101git snapshots).
+const KEY_PATTERN = /^[A-Za-z0-9._][A-Za-z0-9._+~^-]*(\/[A-Za-z0-9._][A-Za-z0-9._+~^-]*)*$/;
 
 /** Keys are built by services, but are checked anyway: no "..", no absolute paths, no odd bytes. */
 export function assertKey(key: string): string {

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
+import { StringDecoder } from "node:string_decoder";
 import { EventEmitter } from "node:events";
 import type { ProxyNetwork } from "./validation";
 
@@ -69,8 +70,10 @@ const LOG_LINES_KEPT = 1000;
 /** Whole lines from a stream's chunks (a chunk may end mid-line; the tail waits for the next). */
 function lineSplitter(onLine: (line: string) => void): (chunk: Buffer) => void {
 	let partial = "";
+	// A chunk may also end inside a multibyte character: the decoder keeps those bytes for the next.
+	const decoder = new StringDecoder("utf8");
 	return (chunk) => {
-		const lines = (partial + chunk.toString("utf8")).split("\n");
+		const lines = (partial + decoder.write(chunk)).split("\n");
 		partial = lines.pop()!.slice(-4096);
 		for (const line of lines) if (line) onLine(line);
 	};

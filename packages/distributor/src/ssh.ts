@@ -169,7 +169,8 @@ export function streamScriptOverSsh(run: Omit<ScriptRun, "onOutput" | "onStarted
 			},
 			onOutput: (channel, chunk) => {
 				const text = decoders[channel].write(chunk);
-				if (text) send(channel === "stdout" ? { stdout: text } : { stderr: text });
+				// A reader far behind (or gone) loses output beyond the limit, as a buffered run does; never the end record.
+				if (text && records.writableLength < OUTPUT_LIMIT) send(channel === "stdout" ? { stdout: text } : { stderr: text });
 			},
 		}).then(
 			(result) => {

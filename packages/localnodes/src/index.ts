@@ -198,7 +198,8 @@ export const LocalnodesService: ServiceSchema = {
 				if (!relay.destroyed) relay.end();
 			};
 			upstream.once("end", () => void settle());
-			upstream.once("error", (err) => void settle(err));
+			// Moleculer may emit more than one error on a response stream: every one must have a listener.
+			upstream.on("error", (err) => void settle(err));
 			ctx.meta.$responseType = "application/x-ndjson; charset=utf-8";
 			return relay;
 		},

@@ -80,7 +80,8 @@ export class Manifest {
 			await fsp.writeFile(file, JSON.stringify({ version: 1, files }));
 			await this.store.putFile(manifestKey(this.id), file, "application/json");
 		};
-		this.saving = this.saving.then(write).catch((err) => {
+		// After a failed save the chain goes on: the next save writes everything again.
+		this.saving = this.saving.catch(() => undefined).then(write).catch((err) => {
 			this.dirty = true;
 			throw err;
 		});

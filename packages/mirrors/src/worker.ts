@@ -142,7 +142,8 @@ export async function runMirrorJob(job: Job<MirrorJobData>, config: Config, logg
 	const report = async (progress: MirrorProgress, force = false) => {
 		if (!force && Date.now() - reportedAt < PROGRESS_EVERY_MS) return;
 		reportedAt = Date.now();
-		await job.updateProgress({ ...progress, percent: Math.round((clampProgress(progress.percent) ?? 0) * 10) / 10 });
+		// Progress is for watching; a Redis hiccup while reporting it must not fail the sync.
+		await job.updateProgress({ ...progress, percent: Math.round((clampProgress(progress.percent) ?? 0) * 10) / 10 }).catch((err: Error) => logger.warn(`mirror ${id}: progress not reported: ${err.message}`));
 	};
 	try {
 		const manifest = await Manifest.load(store, id, workDir);

@@ -88,7 +88,9 @@ describe.each(DATABASES)("mirrors over HTTP (%s)", (database) => {
 
 	beforeAll(async () => {
 		repo = new GeneratedRepository(path.join(work, `http-${database}`, "repo"));
-		for (const name of ["alpha", "bravo", "charlie", "delta"]) await repo.addPackage(name, "1.0", 16 * 1024);
+		// delta has a snapshot version, as Fedora's do: "^" in its file name.
+		for (const name of ["alpha", "bravo", "charlie"]) await repo.addPackage(name, "1.0", 16 * 1024);
+		await repo.addPackage("delta", "1.0^20260101git", 16 * 1024);
 		await repo.index();
 		await repo.addInstallTree();
 		server = await RepositoryServer.start(repo.dir);

@@ -78,7 +78,7 @@ export class ApiClient {
 	async fetch(url: string, init: RequestInit & { timeoutMs?: number } = {}): Promise<Response> {
 		const { timeoutMs, ...rest } = init;
 		try {
-			return await fetch(url, { ...rest, signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : undefined });
+			return await fetch(url, { ...rest, signal: timeoutMs ? AbortSignal.timeout(timeoutMs) : rest.signal });
 		} catch (err) {
 			if ((err as Error).name === "TimeoutError") throw new CliError(`${rest.method ?? "GET"} ${url}: no answer within ${timeoutMs} ms`, EXIT.timeout);
 			throw new CliError(`cannot reach the gateway at ${this.connection.baseUrl}: ${networkReason(err)}`, EXIT.unreachable);
@@ -96,13 +96,23 @@ export class ApiClient {
 			body: options.json !== undefined ? JSON.stringify(options.json) : undefined,
 			timeoutMs: options.timeoutMs ?? 60_000,
 		});
-		if (!response.ok) throw this.errorOf(method, path, response.status, await response.text());
+		if (!response.ok) throw this.errorOf(method, path, response.status, await this.text(response, method, url));
 		return response;
+	}
+
+	/** A response's body as text; a timeout or a broken connection while reading it is a CliError too. */
+	async text(response: Response, method: string, url: string): Promise<string> {
+		try {
+			return await response.text();
+		} catch (err) {
+			if ((err as Error).name === "TimeoutError") throw new CliError(`${method} ${url}: the answer did not arrive in time`, EXIT.timeout);
+			throw new CliError(`${method} ${url}: the answer broke off: ${networkReason(err)}`, EXIT.unreachable);
+		}
 	}
 
 	/** A JSON request under /api: the parsed answer. */
 	async request<T = any>(path: string, options: RequestOptions = {}): Promise<T> {
-		const text = await (await this.send(path, options)).text();
+		const text = await this.text(await this.send(path, options), options.method ?? "GET", path);
 		try {
 			return (text === "" ? null : JSON.parse(text)) as T;
 		} catch {

@@ -10,6 +10,20 @@ import { printJson } from "./output";
 import { ProgressBar } from "./progress";
 import { findResource } from "./resources";
 
+/** A download that receives nothing for this long is given up. */
+const STALL_MS = 60_000;
+
+/** The file name a URL ends in, decoded; never a path (a hostile URL cannot aim outside the directory). */
+function fileNameOf(url: string): string {
+	let name: string;
+	try {
+		name = path.posix.basename(decodeURIComponent(new URL(url).pathname));
+	} catch {
+		return "";
+	}
+	return name === "." || name === ".." ? "" : name;
+}
+
 /**
  * `download <resource> <id> [-o file|-] [--wait]`: the row's artifact (its `url`), streamed to a
  * file (written as <file>.part and renamed when complete) and checked against Content-Length.
@@ -25,17 +39,22 @@ export async function downloadCommand(ctx: CommandContext): Promise<void> {
 	if (row.status !== undefined && row.status !== "done") throw new CliError(`${resource.name} ${id} is ${row.status} (${Math.floor(row.progress ?? 0)}%), not done yet: add --wait`, EXIT.failed);
 	if (typeof row.url !== "string" || !row.url) usageError(`${resource.name} ${id} has no artifact url to download`);
 	const url = row.url;
-	const target = ctx.line.options.output ?? decodeURIComponent(path.posix.basename(new URL(url).pathname));
+	const target = ctx.line.options.output ?? fileNameOf(url);
 	if (!target) usageError("give the output file with -o <file>");
 
-	const response = await ctx.api.fetch(url, { headers: ctx.api.isOwnUrl(url) ? ctx.api.headers() : {}, timeoutMs: undefined });
-	if (!response.ok || !response.body) throw ctx.api.errorOf("GET", url.replace(/^.*?\/api/, ""), response.status, await response.text());
+	// No overall time limit (an ISO takes what it takes), but a download that stalls is given up.
+	const stall = new AbortController();
+	let stallTimer = setTimeout(() => stall.abort(), STALL_MS);
+	const response = await ctx.api.fetch(url, { headers: ctx.api.isOwnUrl(url) ? ctx.api.headers() : {}, signal: stall.signal });
+	if (!response.ok || !response.body) throw ctx.api.errorOf("GET", url.replace(/^.*?\/api/, ""), response.status, await ctx.api.text(response, "GET", url));
 	const expected = Number(response.headers.get("content-length") ?? NaN);
 	const bar = new ProgressBar(`download ${path.basename(target)}`, process.stderr, ctx.showProgress && target !== "-" && Number.isFinite(expected), 10);
 	let received = 0;
 	const counter = new Transform({
 		transform(chunk: Buffer, _encoding, callback) {
 			received += chunk.length;
+			clearTimeout(stallTimer);
+			stallTimer = setTimeout(() => stall.abort(), STALL_MS);
 			if (expected > 0) bar.update((received / expected) * 100);
 			callback(null, chunk);
 		},
@@ -47,6 +66,7 @@ export async function downloadCommand(ctx: CommandContext): Promise<void> {
 		if (partial) fs.rmSync(partial, { force: true });
 		throw new CliError(`download of ${url} broke off after ${received} bytes: ${(err as Error).message}`, EXIT.failed);
 	} finally {
+		clearTimeout(stallTimer);
 		bar.finish();
 	}
 	if (Number.isFinite(expected) && received !== expected) {

@@ -67,23 +67,38 @@ async function relayRecords(response: Response, live: boolean): Promise<ScriptRe
 	const result: ScriptResult = { code: null, signal: null, stdout: "", stderr: "" };
 	let ended = false;
 	const lines = readline.createInterface({ input: Readable.fromWeb(response.body as import("node:stream/web").ReadableStream), crlfDelay: Infinity });
-	for await (const line of lines) {
-		if (!line) continue;
-		const record = JSON.parse(line) as ScriptRecord;
-		if ("stdout" in record) {
-			if (live) process.stdout.write(record.stdout);
-			else result.stdout += record.stdout;
-		} else if ("stderr" in record) {
-			if (live) process.stderr.write(record.stderr);
-			else result.stderr += record.stderr;
-		} else if ("error" in record) {
-			throw new CliError(`the script's run broke off: ${record.error}`, exitCodeOfStatus(record.status));
-		} else {
-			result.code = record.code;
-			result.signal = record.signal;
-			ended = true;
-		}
+	try {
+		for await (const line of lines) if (line && relayRecord(parseRecord(line), live, result)) ended = true;
+	} catch (err) {
+		if (err instanceof CliError) throw err;
+		throw new CliError(`the script's output broke off: ${(err as Error).message}`, EXIT.unreachable);
 	}
 	if (!ended) throw new CliError("the script's output ended without its exit status (connection to the gateway lost?)", EXIT.failed);
 	return result;
+}
+
+function parseRecord(line: string): ScriptRecord {
+	try {
+		return JSON.parse(line) as ScriptRecord;
+	} catch {
+		throw new CliError(`the gateway sent a line that is not a script record: ${line.slice(0, 80)}`, EXIT.failed);
+	}
+}
+
+/** Writes or keeps one record; true when it is the one that says how the script ended. */
+function relayRecord(record: ScriptRecord, live: boolean, result: ScriptResult): boolean {
+	if ("stdout" in record) {
+		if (live) process.stdout.write(record.stdout);
+		else result.stdout += record.stdout;
+	} else if ("stderr" in record) {
+		if (live) process.stderr.write(record.stderr);
+		else result.stderr += record.stderr;
+	} else if ("error" in record) {
+		throw new CliError(`the script's run broke off: ${record.error}`, exitCodeOfStatus(record.status));
+	} else {
+		result.code = record.code;
+		result.signal = record.signal;
+		return true;
+	}
+	return false;
 }
