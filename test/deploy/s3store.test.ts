@@ -4,19 +4,17 @@ import os from "node:os";
 import path from "node:path";
 import * as Minio from "minio";
 import { loadConfig, S3Store, storeFor } from "@clusterplatform/core";
-import { missingRadosgwBinaries, startRadosgw, type TestRadosgw } from "../support/radosgw";
+import { describeWithRadosgw, startRadosgw, type TestRadosgw } from "../support/radosgw";
 
 /**
  * The artifact store of the distributed mode (S3_* → core's S3Store) against a real S3 server:
  * Ceph's radosgw on a throwaway single-node cluster (test/support/radosgw.ts).
  */
-const missing = missingRadosgwBinaries();
-const describeWithRadosgw = missing.length ? describe.skip : describe;
-if (missing.length) console.warn(`SKIPPED S3Store on radosgw: ${missing.join(", ")} not installed (apt-get install radosgw ceph-mon ceph-osd)`);
+const describeOnRadosgw = describeWithRadosgw("S3Store on radosgw");
 
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
-describeWithRadosgw("S3Store on Ceph radosgw", () => {
+describeOnRadosgw("S3Store on Ceph radosgw", () => {
 	let rgw: TestRadosgw;
 	let dir: string;
 	let file: string;

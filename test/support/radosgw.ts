@@ -33,6 +33,14 @@ export function missingRadosgwBinaries(): string[] {
 	return RADOSGW_BINARIES.filter((bin) => !dirs.some((dir) => fs.existsSync(path.join(dir, bin))));
 }
 
+/** `describe` when radosgw can run here; else `describe.skip`, saying what was skipped and why. */
+export function describeWithRadosgw(what: string): jest.Describe {
+	const missing = missingRadosgwBinaries();
+	if (!missing.length) return describe;
+	console.warn(`SKIPPED ${what}: ${missing.join(", ")} not installed (apt-get install radosgw ceph-mon ceph-osd)`);
+	return describe.skip;
+}
+
 function cephConf(dir: string, fsid: string, monPort: number): string {
 	return `[global]
 fsid = ${fsid}

@@ -8,7 +8,7 @@ import { generateToken, tokenEntry } from "@clusterplatform/core";
 import { eventually, freePort } from "../support/ports";
 import { startServiceProcess, type ServiceProcess } from "../support/processes";
 import { freshPostgresDatabase } from "../support/provisioner";
-import { missingRadosgwBinaries, startRadosgw, type TestRadosgw } from "../support/radosgw";
+import { describeWithRadosgw, startRadosgw, type TestRadosgw } from "../support/radosgw";
 import { startNats, startRedis, type TestServer } from "../support/servers";
 
 /**
@@ -20,9 +20,7 @@ import { startNats, startRedis, type TestServer } from "../support/servers";
 jest.setTimeout(300_000);
 
 const ROOT = path.resolve(__dirname, "..", "..");
-const missing = missingRadosgwBinaries();
-const describeWithRadosgw = missing.length ? describe.skip : describe;
-if (missing.length) console.warn(`SKIPPED the Kubernetes-like topology: ${missing.join(", ")} not installed (apt-get install radosgw ceph-mon ceph-osd)`);
+const describeOnRadosgw = describeWithRadosgw("the Kubernetes-like topology");
 
 /** Keys of the shared ConfigMap and Secret every pod imports (envFrom). */
 function manifestEnvKeys(): string[] {
@@ -34,7 +32,7 @@ function manifestEnvKeys(): string[] {
 
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
-describeWithRadosgw("Kubernetes-like topology: one process per tier, S3 on radosgw", () => {
+describeOnRadosgw("Kubernetes-like topology: one process per tier, S3 on radosgw", () => {
 	let nats: TestServer;
 	let redis: TestServer;
 	let rgw: TestRadosgw;

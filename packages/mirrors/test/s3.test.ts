@@ -6,20 +6,18 @@ import path from "node:path";
 import { run } from "@clusterplatform/core";
 import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
 import { eventually } from "../../../test/support/ports";
-import { missingRadosgwBinaries, startRadosgw, type TestRadosgw } from "../../../test/support/radosgw";
+import { describeWithRadosgw, startRadosgw, type TestRadosgw } from "../../../test/support/radosgw";
 import { GeneratedRepository, RepositoryServer } from "./fixture";
 
 /**
  * The distributed mode's store: a mirror lands in an S3 bucket (Ceph's radosgw), and clients
  * (dnf) install from the bucket's public URL. File names with "+" (libstdc++ and friends) too.
  */
-const missing = missingRadosgwBinaries();
-const describeWithRadosgw = missing.length ? describe.skip : describe;
-if (missing.length) console.warn(`SKIPPED mirrors on radosgw: ${missing.join(", ")} not installed (apt-get install radosgw ceph-mon ceph-osd)`);
+const describeOnRadosgw = describeWithRadosgw("mirrors on radosgw");
 
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
-describeWithRadosgw("a mirror in an S3 bucket", () => {
+describeOnRadosgw("a mirror in an S3 bucket", () => {
 	let rgw: TestRadosgw;
 	let provisioner: TestProvisioner;
 	let server: RepositoryServer;
