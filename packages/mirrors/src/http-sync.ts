@@ -9,7 +9,7 @@ import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { permanentFailure, requireBinary, resolveCheckedHost, run, pinnedLookup } from "@clusterplatform/core";
 import type { MirrorSource } from "./source";
-import { parsePrimary, parseRepomd, treeinfoChecksums } from "./repomd";
+import { parseRepomd, readPrimary, treeinfoChecksums } from "./repomd";
 import type { Obtained, WantedFile } from "./store-sync";
 
 const REQUEST_TIMEOUT_MS = 60_000;
@@ -123,7 +123,7 @@ export class HttpRepository {
 	}
 }
 
-/** Uncompress a metadata file by its extension: gzip and zstd in Node, xz and bzip2 with Debian's tools. */
+/** Uncompress a metadata file by its extension (gzip and zstd in Node, xz and bzip2 with Debian's tools); the plain file's path. */
 async function uncompressed(file: string, href: string, signal: AbortSignal): Promise<string> {
 	const out = `${file}.xml`;
 	if (href.endsWith(".gz")) await pipeline(fs.createReadStream(file), zlib.createGunzip(), fs.createWriteStream(out));
@@ -132,8 +132,8 @@ async function uncompressed(file: string, href: string, signal: AbortSignal): Pr
 		const [binary, pkg, ext] = href.endsWith(".xz") ? ["xz", "xz-utils", ".xz"] : ["bzip2", "bzip2", ".bz2"];
 		await fsp.rename(file, `${out}${ext}`);
 		await run(requireBinary(binary!, pkg!), ["--decompress", "--force", "--", `${out}${ext}`], { signal, timeout: 600_000 });
-	} else return fsp.readFile(file, "utf8");
-	return fsp.readFile(out, "utf8");
+	} else return file;
+	return out;
 }
 
 export interface RepositoryListing {
@@ -189,7 +189,7 @@ export async function listRepository(repo: HttpRepository, workDir: string, sign
 		if (entry.type === "primary") {
 			const copy = `${local}.work`;
 			await fsp.copyFile(local, copy);
-			packages = parsePrimary(await uncompressed(copy, entry.href, signal), entry.href).map((p) => ({ path: p.href, size: p.size, checksum: p.checksum }));
+			packages = (await readPrimary(await uncompressed(copy, entry.href, signal), entry.href)).map((p) => ({ path: p.href, size: p.size, checksum: p.checksum }));
 		}
 	}
 	if (!data.some((d) => d.type === "primary")) permanentFailure("repodata/repomd.xml lists no primary metadata");

@@ -1,4 +1,6 @@
+import fs from "node:fs";
 import { XMLParser } from "fast-xml-parser";
+import sax from "sax";
 import { permanentFailure } from "@clusterplatform/core";
 
 /** One metadata file repomd.xml lists (primary, filelists, other, comps, updateinfo…). */
@@ -26,7 +28,7 @@ const parser = new XMLParser({
 	parseTagValue: false,
 	parseAttributeValue: false,
 	processEntities: true,
-	isArray: (name) => name === "data" || name === "package",
+	isArray: (name) => name === "data",
 });
 
 /**
@@ -78,15 +80,93 @@ export function parseRepomd(xml: string): RepomdData[] {
 	});
 }
 
+/**
+ * primary.xml read as a stream (SAX): Fedora Everything's is hundreds of megabytes uncompressed,
+ * far too much to hold as one string and one object tree, and one synchronous parse of it would
+ * stall the worker past its queue lock. Only a package's own location, checksum, size and name
+ * are kept.
+ */
+class PrimaryReader {
+	private readonly parser = sax.parser(true, { trim: false, normalize: false });
+	readonly packages: PrimaryPackage[] = [];
+	private depth = 0;
+	private packageDepth = -1;
+	private current: { name?: string; location?: Record<string, string>; checksumType?: string; checksum: string; size?: string; inChecksum: boolean; inName: boolean } | null = null;
+	private sawMetadata = false;
+
+	constructor(private readonly where: string) {
+		this.parser.onopentag = (tag) => this.open(tag.name, tag.attributes as Record<string, string>);
+		this.parser.onclosetag = (name) => this.close(name);
+		this.parser.ontext = (text) => this.text(text);
+		this.parser.oncdata = (text) => this.text(text);
+		this.parser.onerror = (err) => permanentFailure(`${where}: not valid XML: ${err.message.split("\n")[0]!.slice(0, 200)}`);
+	}
+
+	write(chunk: string): void {
+		this.parser.write(chunk);
+	}
+
+	end(): PrimaryPackage[] {
+		this.parser.close();
+		if (!this.sawMetadata) permanentFailure(`${this.where}: no <metadata> element`);
+		return this.packages;
+	}
+
+	private open(name: string, attributes: Record<string, string>): void {
+		this.depth++;
+		if (this.depth === 1) this.sawMetadata = name === "metadata";
+		if (name === "package" && this.depth === 2) {
+			this.packageDepth = this.depth;
+			this.current = { checksum: "", inChecksum: false, inName: false };
+			return;
+		}
+		// Only the package's own children: <format> holds rpm:* entries of its own.
+		if (!this.current || this.depth !== this.packageDepth + 1) return;
+		if (name === "location") this.current.location = attributes;
+		else if (name === "checksum") {
+			this.current.checksumType = attributes.type;
+			this.current.inChecksum = true;
+		} else if (name === "size") this.current.size = attributes.package;
+		else if (name === "name") this.current.inName = true;
+	}
+
+	private text(text: string): void {
+		if (this.current?.inChecksum) this.current.checksum += text;
+		else if (this.current?.inName) this.current.name = (this.current.name ?? "") + text;
+	}
+
+	private close(name: string): void {
+		if (this.current && this.depth === this.packageDepth + 1) {
+			if (name === "checksum") this.current.inChecksum = false;
+			if (name === "name") this.current.inName = false;
+		}
+		if (this.current && name === "package" && this.depth === this.packageDepth) {
+			const pkg = this.current;
+			const what = `${this.where} package ${pkg.name ?? this.packages.length}`;
+			const size = Number(pkg.size);
+			if (pkg.size === undefined || !Number.isSafeInteger(size) || size < 0) permanentFailure(`${what}: no package size`);
+			this.packages.push({
+				href: safeHref(pkg.location?.href, what, pkg.location?.["xml:base"]),
+				checksum: checksumOf({ "@type": pkg.checksumType, "#text": pkg.checksum }, what),
+				size,
+			});
+			this.current = null;
+		}
+		this.depth--;
+	}
+}
+
 export function parsePrimary(xml: string, where: string): PrimaryPackage[] {
-	const metadata = parse(xml, where).metadata;
-	if (!metadata) permanentFailure(`${where}: no <metadata> element`);
-	return (metadata.package ?? []).map((pkg: any, index: number) => {
-		const what = `${where} package ${String(pkg?.name ?? index)}`;
-		const size = Number(pkg?.size?.["@package"]);
-		if (!Number.isSafeInteger(size) || size < 0) permanentFailure(`${what}: no package size`);
-		return { href: safeHref(pkg?.location?.["@href"], what, pkg?.location?.["@xml:base"]), checksum: checksumOf(pkg?.checksum, what), size };
-	});
+	const reader = new PrimaryReader(where);
+	reader.write(xml);
+	return reader.end();
+}
+
+/** The packages of a primary.xml file on disk, read in chunks (the event loop runs between them). */
+export async function readPrimary(file: string, where: string): Promise<PrimaryPackage[]> {
+	const reader = new PrimaryReader(where);
+	for await (const chunk of fs.createReadStream(file, { encoding: "utf8", highWaterMark: 256 * 1024 })) reader.write(chunk as string);
+	return reader.end();
 }
 
 /** The files a .treeinfo's [checksums] section lists ("images/install.img = sha256:…"). */
