@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { Op } from "./db";
+import { DataTypes, Op } from "./db";
 
 /** A site-side worker as the service registry shows it. */
 export interface SiteWorker {
@@ -21,11 +21,24 @@ export interface SiteWorkersOptions<Status> {
 const SYNC_INTERVAL_MS = 10_000;
 
 /**
+ * The columns every site-worker row has besides its key: the node it runs on, whether it is there,
+ * and the state of the process it supervises (dnsmasq) with the reason when that is not running.
+ */
+export const SITE_WORKER_FIELDS = {
+	nodeID: { type: DataTypes.STRING(255), allowNull: false },
+	online: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
+	lastSeen: { type: DataTypes.DATE, allowNull: true },
+	on: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
+	state: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "off" },
+	stateReason: { type: DataTypes.TEXT, allowNull: true },
+};
+
+/**
  * Rows that follow site-side workers (distributors, site DNS): a row per worker, created when it
  * appears in the service registry, `online`/`nodeID`/`lastSeen` kept current from Moleculer's node
  * events and a periodic sync, its status read when it (re)connects. Commands then go to the row's
- * own node, never to another worker. The service's entity needs artifactId, nodeID, online,
- * lastSeen and the key column.
+ * own node, never to another worker. The service's entity needs artifactId, the key column and
+ * SITE_WORKER_FIELDS.
  */
 export function siteWorkersMixin<Status>(options: SiteWorkersOptions<Status>): Partial<ServiceSchema> {
 	return {

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, siteWorkersMixin } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
 import { STATE_EVENT, WORKER_SERVICE, type DistributorSettings, type WorkerStatus } from "./worker";
 import { DEVICE_PATTERN, checkUrl } from "./validation";
 
@@ -55,12 +55,7 @@ export const DistributorsService: ServiceSchema = {
 			fields: {
 				artifactId: { type: DataTypes.STRING(253), allowNull: false },
 				identity: { type: DataTypes.STRING(64), allowNull: false, unique: true },
-				nodeID: { type: DataTypes.STRING(255), allowNull: false },
-				online: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
-				lastSeen: { type: DataTypes.DATE, allowNull: true },
-				on: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
-				state: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "off" },
-				stateReason: { type: DataTypes.TEXT, allowNull: true },
+				...SITE_WORKER_FIELDS,
 				device: { type: DataTypes.STRING(15), allowNull: true },
 				range: { type: DataTypes.STRING(15), allowNull: true },
 				ipxePxeUefiUrl: { type: DataTypes.STRING(1024), allowNull: true },

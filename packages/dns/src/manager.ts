@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, siteWorkersMixin } from "@clusterplatform/core";
+import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
 import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
 import { DNS_STATE_EVENT, DNS_WORKER_SERVICE, LOG_LINES_MAX, type DnsWorkerStatus } from "./worker";
@@ -24,12 +24,7 @@ export const DnsesService: ServiceSchema = {
 			name: "dnses",
 			fields: {
 				artifactId: { type: DataTypes.STRING(253), allowNull: false, unique: true },
-				nodeID: { type: DataTypes.STRING(255), allowNull: false },
-				online: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },
-				lastSeen: { type: DataTypes.DATE, allowNull: true },
-				on: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
-				state: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "off" },
-				stateReason: { type: DataTypes.TEXT, allowNull: true },
+				...SITE_WORKER_FIELDS,
 				domain: { type: DataTypes.STRING(253), allowNull: true },
 				upstreams: { type: DataTypes.JSON, allowNull: true },
 				port: { type: DataTypes.INTEGER, allowNull: true },
