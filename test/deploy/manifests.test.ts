@@ -52,7 +52,7 @@ function envNamesTheCodeReads(): Set<string> {
 		if (!fs.existsSync(src)) continue;
 		for (const file of walk(src)) {
 			const text = fs.readFileSync(file, "utf8");
-			for (const m of text.matchAll(/\b(?:optional|integer|required|env)\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!);
+			for (const m of text.matchAll(/\b(?:optional|integer|required|env|secretFromFile)\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!);
 			for (const m of text.matchAll(/\benv\??\.([A-Z][A-Z0-9_]*)\b/g)) names.add(m[1]!);
 			for (const m of text.matchAll(/\benv\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]/g)) names.add(m[1]!);
 		}

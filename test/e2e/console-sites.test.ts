@@ -43,7 +43,8 @@ describe("web console: distributors, localnodes, boots (headless Chromium)", () 
 		fs.mkdirSync(SCREENSHOTS, { recursive: true });
 		provisioner = await startTestProvisioner({
 			services: ["gateway", "distributors", "distributor-worker", "localnodes", "scriptruns", "sshkeys", "sshkey", ...(HAS_BOOTS ? ["boots"] : [])],
-			env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE },
+			// The node is a stand-in SSH server on a loopback address: a lab setting, off by default.
+			env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE, ALLOW_LOOPBACK_NODES: "true" },
 		});
 		keys = await (await provisioner.api("/sshkey")).json();
 		sshPort = await freePort();
@@ -105,6 +106,13 @@ describe("web console: distributors, localnodes, boots (headless Chromium)", () 
 		// Checked from the site's distributor right after registering; the view refreshes every 10 s.
 		await row.locator(".badge", { hasText: /^reachable$/ }).waitFor({ timeout: 30_000 });
 		await row.locator("button", { hasText: "Run script" }).click();
+		// No script before the operator accepted the node's host key, compared with the one it presents.
+		expect(await page.locator("#run-script").isDisabled()).toBe(true);
+		await page.click("#show-host-key");
+		expect(await page.locator("#presented-host-key").textContent()).toBe(node.fingerprint);
+		await screenshot("localnodes-host-key");
+		await page.click("#accept-host-key");
+		expect(await page.locator("#accepted-host-key").textContent()).toBe(node.fingerprint);
 		await page.fill("#script-text", `echo "hello from the console ${process.pid}"\necho "to stderr" >&2\nexit 3\n`);
 		await page.click("#run-script");
 		const result = page.locator(".script-result");

@@ -2,7 +2,7 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { storeFor } from "@clusterplatform/core";
+import { siteNodeId, storeFor } from "@clusterplatform/core";
 import { eventually, freePort, waitForPort } from "../support/ports";
 import { ADMIN_HEADERS, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
 import { canMakeNamespaces, createLan, stopChild, type Lan } from "./support/netns";
@@ -140,6 +140,8 @@ describeLan("a site LAN in network namespaces", () => {
 				...process.env,
 				TRANSPORTER: transporter,
 				CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE,
+				// The gateway's own origin: the one private address the distributor downloads iPXE from.
+				PUBLIC_URL: base,
 				DATA_DIR: path.join(dir, "distributor"),
 				NODE_ID: `lan-distributor-${process.pid}`,
 				LOG_LEVEL: "warn",
@@ -150,7 +152,7 @@ describeLan("a site LAN in network namespaces", () => {
 		distributor.stderr!.on("data", (c: Buffer) => (distributorLog += c.toString()));
 		const row = await eventually(async () => {
 			const page = await json(`/distributors?search=${SITE}&searchFields=artifactId`);
-			return page.rows.find((r: { online: boolean; nodeID: string }) => r.online && r.nodeID === `lan-distributor-${process.pid}`);
+			return page.rows.find((r: { online: boolean; nodeID: string }) => r.online && r.nodeID === siteNodeId(SITE, `lan-distributor-${process.pid}`));
 		}, 60_000, "distributor registered").catch((err: Error) => {
 			throw new Error(`${err.message}\n${distributorLog}`);
 		});
@@ -210,7 +212,15 @@ describeLan("a site LAN in network namespaces", () => {
 		expect(`${proxy!.file} ${bootServerAnswer?.file}`).toContain(mainscriptUrl);
 	});
 
-	const distributorNode = `lan-distributor-${process.pid}`;
+	// A site's process has its site in its node ID (core/bus.ts).
+	const distributorNode = siteNodeId(SITE, `lan-distributor-${process.pid}`);
+	/** The operator's step before a node's first script: compare the key it presents, accept it. */
+	const acceptHostKey = async (id: number) => {
+		const { recorded, presented } = await json(`/localnodes/${id}/hostkey`);
+		expect(recorded).toBeNull();
+		expect(presented).toMatch(/^SHA256:[A-Za-z0-9+/]{43}$/);
+		expect((await api(`/localnodes/${id}/hostkey`, { method: "PUT", json: { hostKey: presented } })).status).toBe(200);
+	};
 	const bootAndRegister = async (firmware: Firmware, mac: string) => {
 		const tap = `t${firmware}`;
 		lan.addTap(tap);
@@ -239,6 +249,10 @@ describeLan("a site LAN in network namespaces", () => {
 		console.log(`BIOS boot path: ${status.recentLog.some((l) => new RegExp(`undionly\\.kpxe to ${lan.prefix.replace(/\./g, "\\.")}\\.1\\d\\d`).test(l)) ? "firmware PXE -> TFTP undionly.kpxe -> script" : "iPXE ROM -> script URL from proxy DHCP"}`);
 		// The background check from the distributor sees its SSH port.
 		await eventually(async () => (await json(`/localnodes/${node.id}`)).reachable === true, 30_000, "reachable");
+		// No script goes to a node whose host key nobody accepted.
+		const unaccepted = await api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "true", privateKey: keys.privateKey } });
+		expect(unaccepted.status).toBe(409);
+		await acceptHostKey(node.id);
 
 		const res = await api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -r\necho to-stderr >&2\nexit 3\n", privateKey: keys.privateKey } });
 		expect(res.status).toBe(200);
@@ -283,6 +297,7 @@ describeLan("a site LAN in network namespaces", () => {
 		// OVMF's own PXE client fetched iPXE from the distributor's TFTP root (dnsmasq logs each transfer).
 		const status = await provisioner.broker.call<{ recentLog: string[] }, object>("distributor-worker.status", {}, { nodeID: distributorNode });
 		expect(status.recentLog.filter((l) => /dnsmasq-tftp/.test(l)).join("\n")).toMatch(new RegExp(`sent \\S*/ipxe\\.efi to ${lan.prefix.replace(/\./g, "\\.")}\\.1\\d\\d`));
+		await acceptHostKey(node.id);
 		const res = await api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: keys.privateKey } });
 		expect(res.status).toBe(200);
 		expect(await res.json()).toMatchObject({ code: 0, stdout: `${tiny.release}\n` });

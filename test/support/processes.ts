@@ -18,7 +18,12 @@ export interface ServiceProcess {
  * Kubernetes Deployment would: same binary, configuration only from the environment.
  */
 export function startServiceProcess(args: string[], env: Record<string, string>): ServiceProcess {
-	const child: ChildProcess = spawn(process.execPath, [CLI, ...args], {
+	return startProcess(CLI, env, args);
+}
+
+/** Any Node script of ours as its own OS process (e.g. a fixture playing an attacker on the bus). */
+export function startProcess(script: string, env: Record<string, string>, args: string[] = []): ServiceProcess {
+	const child: ChildProcess = spawn(process.execPath, [script, ...args], {
 		env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", LOG_LEVEL: "warn", ...env },
 		stdio: ["ignore", "pipe", "pipe"],
 	});

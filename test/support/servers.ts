@@ -55,15 +55,17 @@ async function restartable(port: number, launch: () => ChildProcess, signal: Nod
 	};
 }
 
-export async function startRedis(): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
+/** Redis on 127.0.0.1; with `password`, it requires it (--requirepass, as the manifests run it) and the URL carries it. */
+export async function startRedis(options: { password?: string } = {}): Promise<TestServer & { restart(downtimeMs?: number): Promise<void> }> {
 	const port = await freePort();
 	const dir = tempDir("cpp-redis-");
+	const auth = options.password === undefined ? [] : ["--requirepass", options.password];
 	// Append-only persistence, as the manifests run it: what Redis acknowledged survives a restart.
 	const server = await restartable(port, () =>
-		spawn(findBinary("redis-server", ["/usr/bin", "/usr/local/bin"]), ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--save", ""], { stdio: "ignore" }),
+		spawn(findBinary("redis-server", ["/usr/bin", "/usr/local/bin"]), ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--save", "", ...auth], { stdio: "ignore" }),
 	);
 	return {
-		url: `redis://127.0.0.1:${port}`,
+		url: options.password === undefined ? `redis://127.0.0.1:${port}` : `redis://:${encodeURIComponent(options.password)}@127.0.0.1:${port}`,
 		port,
 		get pid() {
 			return server.pid;
@@ -152,6 +154,59 @@ export async function startPostgres(): Promise<PostgresServer> {
 			}
 		},
 		restart: server.restart,
+		async stop() {
+			await server.end();
+			fs.rmSync(dir, { recursive: true, force: true });
+		},
+	};
+}
+
+export interface SecureNats extends TestServer {
+	/** The CA that signed the server's certificate (what NATS_TLS_CA names). */
+	caFile: string;
+	/** The environment a process of the cluster (site null) or of a site connects with. */
+	env(site: string | null): Record<string, string>;
+}
+
+/**
+ * nats-server as the manifests run it: TLS with a certificate from a CA the test makes (openssl),
+ * and every user authenticated and confined — the cluster's and one per site, made with the built
+ * CLI's `bus user`, exactly as an operator makes them.
+ */
+export async function startSecureNats(sites: string[]): Promise<SecureNats> {
+	const dir = tempDir("cpp-nats-tls-");
+	const file = (name: string) => path.join(dir, name);
+	const openssl = (...args: string[]) => {
+		const result = spawnSync("openssl", args, { cwd: dir, encoding: "utf8" });
+		if (result.status !== 0) throw new Error(`openssl ${args[0]} failed: ${result.stderr}`);
+	};
+	const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+	openssl("req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=cpp-test-ca");
+	openssl("req", ...ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1");
+	fs.writeFileSync(file("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+	openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext");
+	const credentials = new Map<string | null, Record<string, string>>();
+	for (const site of [null, ...sites]) {
+		const cli = path.join(__dirname, "..", "..", "packages", "cli", "dist", "main.js");
+		const made = spawnSync(process.execPath, [cli, "bus", "user", ...(site ? [`--site=${site}`] : []), `--file=${file("users.conf")}`], { encoding: "utf8" });
+		if (made.status !== 0) throw new Error(`clusterplatform bus user failed: ${made.stderr}`);
+		credentials.set(site, Object.fromEntries(made.stdout.split("\n").filter((l) => /^NATS_(USER|PASSWORD)=/.test(l)).map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)])));
+	}
+	const port = await freePort();
+	fs.writeFileSync(
+		file("nats.conf"),
+		`listen: "127.0.0.1:${port}"\ntls {\n  cert_file: "${file("server.pem")}"\n  key_file: "${file("server.key")}"\n  timeout: 5\n}\nauthorization {\n  timeout: 5\n  include "users.conf"\n}\n`,
+	);
+	const server = await restartable(port, () => spawn(findBinary("nats-server", ["/usr/bin", "/usr/sbin", "/usr/local/bin"]), ["-c", file("nats.conf")], { stdio: "ignore" }));
+	const url = `tls://127.0.0.1:${port}`;
+	return {
+		url,
+		port,
+		caFile: file("ca.pem"),
+		get pid() {
+			return server.pid;
+		},
+		env: (site) => ({ TRANSPORTER: url, NATS_TLS_CA: file("ca.pem"), ...credentials.get(site)! }),
 		async stop() {
 			await server.end();
 			fs.rmSync(dir, { recursive: true, force: true });

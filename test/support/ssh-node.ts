@@ -8,6 +8,9 @@ import { Server, utils, type Connection } from "ssh2";
 export interface SshNode {
 	host: string;
 	port: number;
+	/** The server's host key as OpenSSH shows it (ssh-keygen -lf), and as a public key line. */
+	fingerprint: string;
+	publicKeyLine: string;
 	/** Commands the node was asked to run (exec requests), in order. */
 	execs: string[];
 	stop(): Promise<void>;
@@ -19,17 +22,20 @@ export interface SshNode {
  * the real /bin/sh in a scratch directory, stdin, stdout, stderr and exit code carried over SSH.
  * test/lan boots real nodes (dropbear in QEMU); this is for tests that only need a shell at the end.
  */
-export async function startSshNode(host: string, port: number, authorizedPublicKey: string): Promise<SshNode> {
-	const allowed = utils.parseKey(authorizedPublicKey);
+export async function startSshNode(host: string, port: number, authorizedPublicKey: string | "anyone"): Promise<SshNode> {
+	const allowed = authorizedPublicKey === "anyone" ? null : utils.parseKey(authorizedPublicKey);
 	if (allowed instanceof Error) throw allowed;
 	const allowedKey = Array.isArray(allowed) ? allowed[0]! : allowed;
-	const { private: hostKey } = utils.generateKeyPairSync("ed25519");
+	const { private: hostKey, public: publicKeyLine } = utils.generateKeyPairSync("ed25519");
+	const publicBlob = Buffer.from(publicKeyLine.split(" ")[1]!, "base64");
 	const scratch = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-ssh-node-"));
 	const execs: string[] = [];
 	const children = new Set<ReturnType<typeof spawn>>();
 
 	const server = new Server({ hostKeys: [hostKey] }, (client: Connection) => {
 		client.on("authentication", (auth) => {
+			// "anyone": a stranger's server that lets root in without a key (auth method none).
+			if (!allowedKey) return auth.accept();
 			const ok =
 				auth.method === "publickey" &&
 				auth.username === "root" &&
@@ -68,6 +74,8 @@ export async function startSshNode(host: string, port: number, authorizedPublicK
 	return {
 		host,
 		port,
+		fingerprint: `SHA256:${crypto.createHash("sha256").update(publicBlob).digest("base64").replace(/=+$/, "")}`,
+		publicKeyLine,
 		execs,
 		async stop() {
 			for (const child of children) child.kill("SIGKILL");

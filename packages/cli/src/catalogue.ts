@@ -7,7 +7,7 @@ import { GrubsService, GrubsWorkerService } from "@clusterplatform/grub";
 import { IpxesService, IpxesWorkerService } from "@clusterplatform/ipxe";
 import { IsosService, IsosWorkerService } from "@clusterplatform/iso";
 import { KickstartsService } from "@clusterplatform/kickstarts";
-import { LocalnodesService, ScriptRunsService } from "@clusterplatform/localnodes";
+import { EnrolmentsService, LocalnodesService, ScriptRunsService } from "@clusterplatform/localnodes";
 import { MainscriptsService } from "@clusterplatform/mainscripts";
 import { MirrorsService, MirrorsWorkerService } from "@clusterplatform/mirrors";
 import { PostbootscriptsService } from "@clusterplatform/postbootscripts";
@@ -40,6 +40,7 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	sshkey: { schema: SshkeyService, default: true, binaries: [["ssh-keygen", "openssh-client"]] },
 	localnodes: { schema: LocalnodesService, default: true },
 	scriptruns: { schema: ScriptRunsService, default: true },
+	enrolments: { schema: EnrolmentsService, default: true },
 	boots: { schema: BootsService, default: true },
 	distributors: { schema: DistributorsService, default: true },
 	"distributor-worker": { schema: DistributorWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },

@@ -1,7 +1,6 @@
 import { randomUUID } from "node:crypto";
-import os from "node:os";
 import { connect, type NatsConnection } from "nats";
-import { ConfigError, createBroker, type Config } from "@clusterplatform/core";
+import { ConfigError, createBroker, natsConnectionOptions, nodeIdOf, type Config } from "@clusterplatform/core";
 
 /**
  * Health of a running provisioner process, for container probes (`clusterplatform health`).
@@ -21,7 +20,7 @@ export interface HealthResult {
 
 /** The node id a process in this container uses: NODE_ID, or createBroker's default for PID 1. */
 export function containerNodeId(config: Config): string {
-	return config.nodeId ?? `${os.hostname()}-1`;
+	return nodeIdOf(config, 1);
 }
 
 async function httpHealth(config: Config, timeoutMs: number): Promise<HealthResult> {
@@ -38,13 +37,14 @@ async function httpHealth(config: Config, timeoutMs: number): Promise<HealthResu
 async function natsHealth(config: Config, target: string, timeoutMs: number): Promise<HealthResult> {
 	const probeId = `${target}-probe-${process.pid}-${randomUUID().slice(0, 8)}`;
 	// Never started: only its serializer, protocol version and topic names are used.
-	const broker = createBroker({ ...config, logLevel: "fatal", nodeId: probeId }, { logger: false }) as any;
+	const broker = createBroker({ ...config, logLevel: "fatal" }, { logger: false, nodeID: probeId }) as any;
 	const topic = (cmd: string, nodeID: string): string => broker.transit.tx.getTopicName(cmd, nodeID);
 	let connection: NatsConnection;
 	try {
-		connection = await connect({ servers: config.transporter!, timeout: timeoutMs, reconnect: false, name: probeId });
+		// The process's own bus credential: a site's probe may only subscribe within its site's subjects, as probeId is.
+		connection = await connect({ ...natsConnectionOptions(config), timeout: timeoutMs, reconnect: false, name: probeId });
 	} catch (err) {
-		return { ok: false, detail: `cannot reach ${config.transporter}: ${(err as Error).message}` };
+		return { ok: false, detail: `cannot reach the bus (${natsConnectionOptions(config).servers}): ${(err as Error).message}` };
 	}
 	try {
 		const id = randomUUID();
@@ -58,7 +58,7 @@ async function natsHealth(config: Config, target: string, timeoutMs: number): Pr
 		return { ok: false, detail: `node ${target} did not answer a ping` };
 	} catch (err) {
 		const timedOut = (err as { code?: string }).code === "TIMEOUT" || /timeout/i.test((err as Error).message);
-		return { ok: false, detail: timedOut ? `node ${target} did not answer a ping on ${config.transporter} within ${timeoutMs} ms` : `ping failed: ${(err as Error).message}` };
+		return { ok: false, detail: timedOut ? `node ${target} did not answer a ping on the bus within ${timeoutMs} ms` : `ping failed: ${(err as Error).message}` };
 	} finally {
 		await connection.close().catch(() => undefined);
 	}

@@ -1,4 +1,4 @@
-import { ConfigError, createBroker, requireBinary, startPrivateRedis, type Config, type PrivateRedis } from "@clusterplatform/core";
+import { ConfigError, createBroker, natsConnectionOptions, requireBinary, startPrivateRedis, type Config, type PrivateRedis } from "@clusterplatform/core";
 import type { ServiceBroker } from "moleculer";
 import { CATALOGUE } from "./catalogue";
 
@@ -30,6 +30,9 @@ export async function startProvisioner(config: Config, names: readonly string[] 
 	const needsRedis = selected.some((name) => CATALOGUE[name]!.queue);
 	const redis = needsRedis && !config.redisUrl ? await startPrivateRedis(config.dataDir) : null;
 	const broker = createBroker(config);
+	if (config.transporter && !natsConnectionOptions(config).user) {
+		broker.logger.warn("the bus has no credential (NATS_USER/NATS_PASSWORD): whoever reaches this NATS can call every action; see docs/ARCHITECTURE.md, Threat model");
+	}
 	// The gateway opens its port last, once the services behind it are up: no request meets a
 	// half-built route table.
 	const backends = selected.filter((name) => name !== "gateway");

@@ -14,6 +14,7 @@ const usage = () => `Usage: clusterplatform start [service …]
        clusterplatform distributor
        clusterplatform health [node-id] [--timeout=ms]
        clusterplatform token create|entry [--name=N] [--read-only] [token]
+       clusterplatform bus user [--site=<artifactId>] --file=<nats users file>
 
 Runs the named services (default: all of them) in one process on the configuration in the
 environment: PORT (3000), DATA_DIR (./data), TRANSPORTER (in-process), DATABASE_URL (SQLite),
@@ -21,7 +22,8 @@ REDIS_URL (a private redis-server), S3_ENDPOINT… (files under the data dir).
 
 \`distributor\` runs only a site's distributor worker (dnsmasq proxy DHCP + TFTP, SSH to the
 site's nodes) on the LAN it serves; it needs TRANSPORTER (nats://…) and
-CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag).
+CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag); on a secured bus also NATS_USER and
+NATS_PASSWORD (its site's credential, from \`bus user --site=…\`) and NATS_TLS_CA.
 
 Services: ${Object.keys(catalogue().CATALOGUE).join(", ")}
 
@@ -49,7 +51,7 @@ async function start(names: string[]): Promise<void> {
 /** A distributor alone in its process is useless: it has to reach the manager over NATS. */
 async function distributor(): Promise<void> {
 	const config = loadConfig();
-	if (!config.transporter) throw configError("distributor needs TRANSPORTER=nats://… (the provisioner's NATS) to reach the distributors manager");
+	if (!config.transporter) throw configError("distributor needs TRANSPORTER=nats://… or tls://… (the provisioner's NATS) to reach the distributors manager");
 	if (!config.distributorArtifactId) throw configError("distributor needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site tag, e.g. felicitas.pojtinger.swabia.sol)");
 	return start(["distributor-worker"]);
 }
@@ -81,6 +83,9 @@ async function main(argv: string[]): Promise<void> {
 			return health(rest);
 		case "token":
 			console.log(token().tokenCommand(loadConfig(), rest));
+			return;
+		case "bus":
+			console.log((require("./bus") as typeof import("./bus")).busCommand(rest));
 			return;
 		case undefined:
 		case "help":

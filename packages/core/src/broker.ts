@@ -1,5 +1,5 @@
-import os from "node:os";
 import { Errors, ServiceBroker, type BrokerOptions } from "moleculer";
+import { BUS_NAMESPACE, natsConnectionOptions, nodeIdOf, siteCallGuard } from "./bus";
 import type { Config } from "./config";
 import { bindConfig } from "./context";
 import { InvalidInputError } from "./errors";
@@ -29,9 +29,12 @@ function clarifyValidationError(err: unknown): never {
  */
 export function createBroker(config: Config, overrides: Partial<BrokerOptions> = {}): ServiceBroker {
 	const broker = new ServiceBroker({
-		namespace: "clusterplatform",
-		nodeID: config.nodeId ?? `${os.hostname()}-${process.pid}`,
-		transporter: (config.transporter ?? undefined) as BrokerOptions["transporter"],
+		namespace: BUS_NAMESPACE,
+		nodeID: nodeIdOf(config),
+		transporter: config.transporter ? { type: "NATS", options: natsConnectionOptions(config) } : undefined,
+		middlewares: [siteCallGuard],
+		// $node.options would hand the broker's options — the bus credential among them — to any caller.
+		internalServices: { $node: { actions: { options: false } } } as unknown as BrokerOptions["internalServices"],
 		logger: { type: "Console", options: { level: config.logLevel, formatter: "short", colors: false } },
 		requestTimeout: 60_000,
 		retryPolicy: { enabled: false },

@@ -1,5 +1,7 @@
+import fs from "node:fs";
 import path from "node:path";
 import { parseHostPort, type HostPort } from "./address";
+import { busUserName, natsConnectionOptions } from "./bus";
 import { ConfigError } from "./errors";
 
 /** Where artifacts live: files under the data dir, or an S3/MinIO bucket. */
@@ -34,6 +36,29 @@ export interface TunnelConfig {
 	hostKey: string | null;
 }
 
+/** Bounds of the gateway's HTTP listeners against slow or piled-up clients. */
+export interface HttpLimits {
+	/** Whole request (headers and body) must arrive within this (REQUEST_TIMEOUT seconds, default 30). */
+	requestTimeoutMs: number;
+	/** Headers must arrive within this (HEADERS_TIMEOUT seconds, default 10, at most REQUEST_TIMEOUT). */
+	headersTimeoutMs: number;
+	/** Open connections per listener; more are closed at once (MAX_CONNECTIONS, default 4096). */
+	maxConnections: number;
+}
+
+/** The NATS bus's credential and TLS (see bus.ts for who may do what on it). */
+export interface BusConfig {
+	/** NATS_USER (or the user of TRANSPORTER's URL). */
+	user: string | null;
+	/** NATS_PASSWORD, or the content of NATS_PASSWORD_FILE (a mounted Secret). */
+	password: string | null;
+	/**
+	 * TLS to NATS: on with a tls:// TRANSPORTER or NATS_TLS_CA. caFile: NATS_TLS_CA, a CA file's path or
+	 * the PEM itself (a ConfigMap value); cert and key files for a client certificate (null: system CAs, none).
+	 */
+	tls: { caFile: string | null; certFile: string | null; keyFile: string | null } | null;
+}
+
 export interface Config {
 	port: number;
 	host: string;
@@ -43,6 +68,7 @@ export interface Config {
 	/** null: in-process transport (everything in one process). */
 	transporter: string | null;
 	nodeId: string | undefined;
+	bus: BusConfig;
 	/** null: SQLite file under the data dir. */
 	databaseUrl: string | null;
 	/** null: the launcher starts a private redis-server on a unix socket in the data dir. */
@@ -53,6 +79,10 @@ export interface Config {
 	reusePort: boolean;
 	/** Largest request body the gateway accepts, in bytes. */
 	bodyLimit: number;
+	/** The gateway's HTTP listeners: how long a request may take to arrive, and how many connections each holds. */
+	http: HttpLimits;
+	/** A second gateway listener serving only the machine path (MACHINE_PORT; null: none). */
+	machineListener: { port: number; host: string } | null;
 	/** Admin API needs a bearer token ("on", the default) or not ("off": a local lab only). */
 	auth: "on" | "off";
 	/** Accepted tokens as name:<sha256 hex>[:read] entries (API_TOKENS), besides the data dir's tokens file. */
@@ -63,10 +93,30 @@ export interface Config {
 	distributorArtifactId: string | null;
 	tunnels: TunnelConfig;
 	/**
+	 * Whether nodes may register with a loopback address (ALLOW_LOOPBACK_NODES=true): only for a lab
+	 * whose "nodes" are SSH servers on the distributor's own host, as the tests' stand-in nodes are.
+	 * Off, a registration naming 127.0.0.1 cannot point an operator's script at the distributor itself.
+	 */
+	allowLoopbackNodes: boolean;
+	/**
+	 * New nodes one address may register without an enrolment token: a burst, then so many a second
+	 * (REGISTRATION_BURST, default 120; REGISTRATION_RATE, default 2). Enrolled and operator
+	 * registrations are not limited.
+	 */
+	registrationLimit: { burst: number; perSecond: number };
+	/**
 	 * Hosts or addresses mirror sources may use although they are loopback, private or link-local
 	 * (MIRROR_ALLOWED_HOSTS, comma list, e.g. a LAN mirror); none by default.
 	 */
 	mirrorAllowedHosts: string[];
+	/** Largest file a mirror takes when its metadata gives no size (MIRROR_MAX_FILE_SIZE, bytes; default 4 GiB). */
+	mirrorMaxFileBytes: number;
+	/**
+	 * Hosts or addresses a distributor may download boot files from although they are loopback,
+	 * private or link-local (BOOT_FILE_ALLOWED_HOSTS, comma list); none by default. The gateway's
+	 * (PUBLIC_URL) and object store's (S3_PUBLIC_URL) own origins are allowed without it.
+	 */
+	bootFileAllowedHosts: string[];
 }
 
 type Env = Record<string, string | undefined>;
@@ -136,6 +186,59 @@ function tunnelConfig(env: Env): TunnelConfig {
 	};
 }
 
+function secretFromFile(env: Env, name: string): string | null {
+	const file = optional(env, `${name}_FILE`);
+	if (!file) return optional(env, name);
+	let text: string;
+	try {
+		text = fs.readFileSync(file, "utf8").trim();
+	} catch (err) {
+		throw new ConfigError(`${name}_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+	}
+	if (text === "") throw new ConfigError(`${name}_FILE: ${file} is empty`);
+	return text;
+}
+
+function busConfig(env: Env, transporter: string | null): BusConfig {
+	const caFile = optional(env, "NATS_TLS_CA");
+	const certFile = optional(env, "NATS_TLS_CERT");
+	const keyFile = optional(env, "NATS_TLS_KEY");
+	if (Boolean(certFile) !== Boolean(keyFile)) throw new ConfigError("NATS_TLS_CERT and NATS_TLS_KEY go together (a client certificate and its key)");
+	const tlsWanted = Boolean(transporter?.startsWith("tls://") || caFile || certFile);
+	return {
+		user: optional(env, "NATS_USER"),
+		password: secretFromFile(env, "NATS_PASSWORD"),
+		tls: tlsWanted ? { caFile, certFile, keyFile } : null,
+	};
+}
+
+function httpLimits(env: Env): HttpLimits {
+	const requestTimeout = integer(env, "REQUEST_TIMEOUT", 30, 1, 3600);
+	const headersTimeout = integer(env, "HEADERS_TIMEOUT", Math.min(10, requestTimeout), 1, 3600);
+	if (headersTimeout > requestTimeout) throw new ConfigError(`HEADERS_TIMEOUT (${headersTimeout}) must not exceed REQUEST_TIMEOUT (${requestTimeout})`);
+	return { requestTimeoutMs: requestTimeout * 1000, headersTimeoutMs: headersTimeout * 1000, maxConnections: integer(env, "MAX_CONNECTIONS", 4096, 1, 1_000_000) };
+}
+
+function machineListener(env: Env, host: string): Config["machineListener"] {
+	if (optional(env, "MACHINE_PORT") === null) return null;
+	return { port: integer(env, "MACHINE_PORT", 0, 0, 65535), host: optional(env, "MACHINE_HOST") ?? host };
+}
+
+/** A site's bus credential confines it to that site's subjects: a process for another site could only hang. */
+function checkSiteCredential(config: Config): void {
+	if (!config.transporter) return;
+	const user = natsConnectionOptions(config).user as string | undefined;
+	const site = config.distributorArtifactId;
+	if (user?.startsWith("site-") && user !== busUserName(site)) {
+		throw new ConfigError(site ? `NATS_USER ${user} is another site's credential than CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID "${site}" needs (${busUserName(site)})` : `NATS_USER ${user} is a site's credential: it needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID naming that site`);
+	}
+}
+
+/** A comma list of host names or addresses, lower case, IPv6 without brackets. */
+function hostList(raw: string | null): string[] {
+	return (raw ?? "").split(",").map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, "")).filter(Boolean);
+}
+
 /** Typed configuration from environment variables; throws ConfigError naming the bad variable. */
 export function loadConfig(env: Env = process.env): Config {
 	const port = integer(env, "PORT", 3000, 0, 65535);
@@ -143,13 +246,15 @@ export function loadConfig(env: Env = process.env): Config {
 	const logLevel = (optional(env, "LOG_LEVEL") ?? "info") as Config["logLevel"];
 	if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}`);
 	const transporter = optional(env, "TRANSPORTER");
-	if (transporter && !/^nats:\/\//.test(transporter)) throw new ConfigError(`TRANSPORTER must be a nats:// URL, got "${transporter}"`);
-	return {
+	if (transporter && !/^(nats|tls):\/\/[^,\s]+(,(nats|tls):\/\/[^,\s]+)*$/.test(transporter)) throw new ConfigError(`TRANSPORTER must be a nats:// or tls:// URL (comma-separated for several servers), got "${transporter.replace(/\/\/[^@/]*@/, "//…@")}"`);
+	const host = optional(env, "HOST") ?? "0.0.0.0";
+	const config: Config = {
 		port,
-		host: optional(env, "HOST") ?? "0.0.0.0",
+		host,
 		publicUrl: (optional(env, "PUBLIC_URL") ?? `http://localhost:${port}`).replace(/\/+$/, ""),
 		dataDir,
 		transporter,
+		bus: busConfig(env, transporter),
 		nodeId: optional(env, "NODE_ID") ?? undefined,
 		databaseUrl: optional(env, "DATABASE_URL"),
 		redisUrl: optional(env, "REDIS_URL"),
@@ -157,11 +262,19 @@ export function loadConfig(env: Env = process.env): Config {
 		logLevel,
 		reusePort: env.REUSE_PORT === "true",
 		bodyLimit: integer(env, "BODY_LIMIT", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+		http: httpLimits(env),
+		machineListener: machineListener(env, host),
 		auth: authMode(env),
 		apiTokens: optional(env, "API_TOKENS"),
 		secretsKey: optional(env, "SECRETS_KEY"),
 		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
 		tunnels: tunnelConfig(env),
-		mirrorAllowedHosts: (optional(env, "MIRROR_ALLOWED_HOSTS") ?? "").split(",").map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, "")).filter(Boolean),
+		allowLoopbackNodes: env.ALLOW_LOOPBACK_NODES === "true",
+		registrationLimit: { burst: integer(env, "REGISTRATION_BURST", 120, 1, 1_000_000), perSecond: integer(env, "REGISTRATION_RATE", 2, 1, 100_000) },
+		mirrorAllowedHosts: hostList(optional(env, "MIRROR_ALLOWED_HOSTS")),
+		mirrorMaxFileBytes: integer(env, "MIRROR_MAX_FILE_SIZE", 4 * 1024 ** 3, 1, 2 ** 50),
+		bootFileAllowedHosts: hostList(optional(env, "BOOT_FILE_ALLOWED_HOSTS")),
 	};
+	checkSiteCredential(config);
+	return config;
 }

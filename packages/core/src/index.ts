@@ -18,3 +18,5 @@ export * from "./auth";
 export * from "./secrets";
 export * from "./site-workers";
 export * from "./boot-events";
+export * from "./bus";
+export * from "./rate-limit";

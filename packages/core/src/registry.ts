@@ -1,7 +1,7 @@
 import type { Context, ServiceSchema } from "moleculer";
 import type { ModelAttributes, ModelOptions } from "sequelize";
 import { DataTypes, dbMixin } from "./db";
-import { invalid, NotFoundError } from "./errors";
+import { ConflictError, invalid, NotFoundError } from "./errors";
 import { ID_PARAM, checkListParams, respondCreated, respondText, textParam, wantsJson, type RequestMeta } from "./rest";
 
 export const MAX_TEXT_BYTES = 1024 * 1024;
@@ -19,6 +19,17 @@ export interface EntityOptions {
 }
 
 const SYSTEM_COLUMNS = ["id", "createdAt", "updatedAt"];
+
+/** A write that a unique index refuses is the client's conflict (409 naming the fields), not a 500. */
+async function uniqueOrConflict<T>(write: () => Promise<T>): Promise<T> {
+	try {
+		return await write();
+	} catch (err) {
+		if ((err as Error).name !== "SequelizeUniqueConstraintError") throw err;
+		const fields = Object.keys((err as { fields?: Record<string, unknown> }).fields ?? {});
+		throw new ConflictError(`another row has the same ${fields.join(" and ") || "unique value"}`, { fields });
+	}
+}
 
 const FORBIDDEN = { type: "forbidden" } as const;
 
@@ -81,7 +92,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 				rest: "POST /",
 				params: { ...options.params, $$strict: true },
 				async handler(this: any, ctx: Context<Record<string, unknown>, RequestMeta>) {
-					const row = await this._create(ctx, this.pickFields(ctx.params));
+					const row = await uniqueOrConflict<any>(() => this._create(ctx, this.pickFields(ctx.params)));
 					return respondCreated(ctx, row, `/api/${options.name}/${row.id}`);
 				},
 			},
@@ -91,7 +102,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 				async handler(this: any, ctx: Context<Record<string, unknown> & { id: number }>) {
 					await this.findOrFail(ctx.params.id);
 					const changes = this.pickFields(ctx.params);
-					const row = await this.adapter.updateById(ctx.params.id, { $set: changes });
+					const row = await uniqueOrConflict<any>(() => this.adapter.updateById(ctx.params.id, { $set: changes }));
 					const json = await this.transformDocuments(ctx, {}, row);
 					await this.entityChanged("updated", json, ctx);
 					return json;

@@ -1,4 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
+import { mayActForSite } from "./bus";
 import { DataTypes, Op } from "./db";
 
 /** A site-side worker as the service registry shows it. */
@@ -51,11 +52,26 @@ export function siteWorkersMixin<Status>(options: SiteWorkersOptions<Status>): P
 			},
 		},
 		methods: {
+			/**
+			 * Workers as the registry shows them — only those whose node ID names the site they claim
+			 * (bus.ts): a node of site A that says it serves site B would otherwise be sent B's scripts.
+			 */
 			connectedWorkers(this: any): SiteWorker[] {
 				const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
 				return services
 					.filter((s: any) => s.name === options.workerService && s.metadata?.[options.keyColumn] && s.metadata?.artifactId)
-					.map((s: any) => ({ nodeID: s.nodeID, artifactId: String(s.metadata.artifactId), key: String(s.metadata[options.keyColumn]) }));
+					.map((s: any) => ({ nodeID: s.nodeID, artifactId: String(s.metadata.artifactId), key: String(s.metadata[options.keyColumn]) }))
+					.filter((worker: SiteWorker) => {
+						if (mayActForSite(this.broker, worker.nodeID, worker.artifactId)) return true;
+						this.warnOnce(`node ${worker.nodeID} claims to be a ${options.workerService} of site "${worker.artifactId}", which its node ID does not name: ignored`);
+						return false;
+					});
+			},
+			warnOnce(this: any, message: string): void {
+				this.warned ??= new Set<string>();
+				if (this.warned.has(message) || this.warned.size > 1000) return;
+				this.warned.add(message);
+				this.logger.warn(message);
 			},
 			isWorkerNode(this: any, nodeID: string): boolean {
 				return this.connectedWorkers().some((w: SiteWorker) => w.nodeID === nodeID);
@@ -78,8 +94,15 @@ export function siteWorkersMixin<Status>(options: SiteWorkersOptions<Status>): P
 				if (!this.adapter?.model) return;
 				const workers: SiteWorker[] = this.connectedWorkers();
 				const now = new Date();
+				const present: string[] = [];
 				for (const worker of workers) {
 					const existing = await this.adapter.findOne({ where: { [options.keyColumn]: worker.key } });
+					// A row stays with its site: another site's node presenting this row's identity is not it.
+					if (existing && existing.artifactId !== worker.artifactId) {
+						this.warnOnce(`node ${worker.nodeID} of site "${worker.artifactId}" presents the identity of ${options.workerService} row ${existing.id} of site "${existing.artifactId}": ignored`);
+						continue;
+					}
+					present.push(worker.key);
 					const fresh = !existing || !existing.online || existing.nodeID !== worker.nodeID;
 					const changes = { artifactId: worker.artifactId, nodeID: worker.nodeID, online: true, lastSeen: now };
 					const id = existing ? existing.id : (await this.adapter.insert({ [options.keyColumn]: worker.key, ...changes })).id;
@@ -90,7 +113,7 @@ export function siteWorkersMixin<Status>(options: SiteWorkersOptions<Status>): P
 						if (status) await this.adapter.updateById(id, { $set: options.statusColumns(status) });
 					}
 				}
-				const gone = await this.adapter.find({ query: { online: true, [options.keyColumn]: { [Op.notIn]: workers.map((w) => w.key).concat([""]) } } });
+				const gone = await this.adapter.find({ query: { online: true, [options.keyColumn]: { [Op.notIn]: present.concat([""]) } } });
 				for (const row of gone) await this.adapter.updateById(row.id, { $set: { online: false } });
 			},
 		},

@@ -32,7 +32,7 @@ describe("configuration from the environment", () => {
 	it.each([
 		[{ PORT: "70000" }, /PORT must be an integer/],
 		[{ LOG_LEVEL: "loud" }, /LOG_LEVEL must be one of/],
-		[{ TRANSPORTER: "tcp://x" }, /TRANSPORTER must be a nats:\/\/ URL/],
+		[{ TRANSPORTER: "tcp://x" }, /TRANSPORTER must be a nats:\/\/ or tls:\/\/ URL/],
 		[{ S3_ENDPOINT: "minio" }, /S3_ACCESS_KEY and S3_SECRET_KEY are required/],
 	])("refuses %j with a ConfigError naming the variable", (env, message) => {
 		expect(() => loadConfig(env)).toThrow(ConfigError);

@@ -10,8 +10,8 @@ export interface ScriptRun {
 	port?: number;
 	privateKey: string;
 	script: string;
-	/** The host key fingerprint recorded on first use; a different one is refused. */
-	expectedHostKey?: string | null;
+	/** The host key fingerprint an operator accepted (or an enrolled node registered); any other is refused. */
+	expectedHostKey: string;
 	timeoutMs: number;
 	/** Output as it arrives (then it is not also collected into the result); see streamScriptOverSsh. */
 	onOutput?(channel: "stdout" | "stderr", chunk: Buffer): void;
@@ -34,7 +34,7 @@ const OUTPUT_LIMIT = 1024 * 1024;
 export class HostKeyChangedError extends Errors.MoleculerClientError {
 	constructor(host: string, expected: string, presented: string) {
 		super(
-			`host key of ${host} changed: recorded ${expected}, presented ${presented}; refusing to connect (if the node was really reinstalled, DELETE its localnode and let it register again)`,
+			`host key of ${host} changed: recorded ${expected}, presented ${presented}; refusing to connect (if the node was really reinstalled, an operator accepts its new key: PUT /api/localnodes/:id/hostkey)`,
 			409,
 			"HOST_KEY_CHANGED",
 			{ host, expected, presented },
@@ -57,6 +57,9 @@ export class SshFailedError extends Errors.MoleculerError {
 	}
 }
 
+/** What fingerprint() makes: OpenSSH's SHA256 form of a host key. */
+export const HOST_KEY_FINGERPRINT = /^SHA256:[A-Za-z0-9+/]{43}$/;
+
 export function fingerprint(key: Buffer): string {
 	return `SHA256:${crypto.createHash("sha256").update(key).digest("base64").replace(/=+$/, "")}`;
 }
@@ -74,13 +77,70 @@ function capped(chunks: Buffer[], size: number): string {
 	return size > OUTPUT_LIMIT ? `${text}\n[output cut at ${OUTPUT_LIMIT} bytes]` : text;
 }
 
+export class UnauthenticatedLoginError extends Errors.MoleculerError {
+	constructor(host: string) {
+		super(`SSH to ${host} refused: its server lets root in without authentication, which no node of ours does; nothing was sent`, 502, "SSH_LOGIN_WITHOUT_AUTH", { host });
+		this.name = "UnauthenticatedLoginError";
+	}
+}
+
+/**
+ * Authentication as the script run does it: "none" first, and a server that lets root in on it is
+ * not a node of ours (it would take any script, and so any key's trust); then the private key.
+ */
+function authSteps(privateKey: string) {
+	const steps: ({ type: "none"; username: string } | { type: "publickey"; username: string; key: string })[] = [
+		{ type: "none", username: "root" },
+		{ type: "publickey", username: "root", key: privateKey },
+	];
+	let last: string | null = null;
+	return {
+		handler: (_methodsLeft: unknown, _partial: unknown, next: (step: unknown) => void) => {
+			const step = steps.shift();
+			last = step?.type ?? null;
+			next(step ?? false);
+		},
+		acceptedWithoutAuth: () => last === "none",
+	};
+}
+
+/** The SHA256 fingerprint of the host key a server presents; nothing is authenticated or sent. */
+export function presentedHostKey(host: string, port: number, timeoutMs: number): Promise<string> {
+	return new Promise((resolve, reject) => {
+		const conn = new Client();
+		let presented: string | null = null;
+		const timer = setTimeout(() => done(), timeoutMs);
+		const done = () => {
+			clearTimeout(timer);
+			conn.end();
+			if (presented) resolve(presented);
+			else reject(new SshFailedError(host, `no SSH host key was presented on port ${port}`));
+		};
+		conn.on("error", done);
+		conn.on("close", done);
+		conn.connect({
+			host,
+			port,
+			username: "root",
+			readyTimeout: timeoutMs,
+			hostVerifier: (key: Buffer) => {
+				presented = fingerprint(key);
+				// Stop at the key: this connection is only a look at it.
+				return false;
+			},
+		});
+	});
+}
+
 /**
  * Run a script as root over SSH (the script goes to `sh -s` on stdin, never into a command
- * line). The key stays in memory. Trust on first use: the caller records the returned hostKey
- * and passes it back next time.
+ * line). The key stays in memory. The host key must be the one accepted for the node: there is
+ * no trust on first use here.
  */
 export function runScriptOverSsh(run: ScriptRun): Promise<ScriptResult> {
 	checkPrivateKey("privateKey", run.privateKey);
+	if (!run.expectedHostKey) invalid("expectedHostKey", "is required: a script goes only to a node whose host key was accepted");
+	const auth = authSteps(run.privateKey);
 	return new Promise<ScriptResult>((resolve, reject) => {
 		const conn = new Client();
 		let presented = "";
@@ -100,6 +160,7 @@ export function runScriptOverSsh(run: ScriptRun): Promise<ScriptResult> {
 		};
 		const timer = setTimeout(() => finish(new ScriptTimeoutError(run.host, run.timeoutMs)), run.timeoutMs);
 		conn.on("ready", () => {
+			if (auth.acceptedWithoutAuth()) return finish(new UnauthenticatedLoginError(run.host));
 			conn.exec("/bin/sh -s", (execErr, stream) => {
 				if (execErr) return finish(new SshFailedError(run.host, execErr.message));
 				let code: number | null = null;
@@ -129,11 +190,11 @@ export function runScriptOverSsh(run: ScriptRun): Promise<ScriptResult> {
 			host: run.host,
 			port: run.port ?? 22,
 			username: "root",
-			privateKey: run.privateKey,
+			authHandler: auth.handler as never,
 			readyTimeout: Math.min(run.timeoutMs, 30_000),
 			hostVerifier: (key: Buffer) => {
 				presented = fingerprint(key);
-				if (run.expectedHostKey && run.expectedHostKey !== presented) {
+				if (run.expectedHostKey !== presented) {
 					refused = new HostKeyChangedError(run.host, run.expectedHostKey, presented);
 					return false;
 				}

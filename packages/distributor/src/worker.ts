@@ -7,9 +7,9 @@ import type { Context, ServiceSchema } from "moleculer";
 import { BootEventRecorder, ConfigError, ConflictError, configOf, requireBinary, textParam } from "@clusterplatform/core";
 import { DnsmasqBootLog } from "./boot-log";
 import { BIOS_BOOT_FILE, DnsmasqSupervisor, UEFI_BOOT_FILE, renderDnsmasqConfig, type DnsmasqStatus } from "./dnsmasq";
-import { downloadTo } from "./download";
+import { bootFileSources, downloadTo } from "./download";
 import { tcpReachable } from "./reach";
-import { runScriptOverSsh, streamScriptOverSsh } from "./ssh";
+import { HOST_KEY_FINGERPRINT, presentedHostKey, runScriptOverSsh, streamScriptOverSsh } from "./ssh";
 import { checkDeviceExists, checkUrl, proxyNetworkOf } from "./validation";
 
 /** The worker's service name; every distributor node runs one, and commands name the node. */
@@ -54,7 +54,7 @@ const SCRIPT_RUN_PARAMS = {
 	ip: IP_PARAM,
 	script: textParam(1024 * 1024),
 	privateKey: textParam(64 * 1024),
-	expectedHostKey: { type: "string", optional: true, nullable: true },
+	expectedHostKey: { type: "string", pattern: HOST_KEY_FINGERPRINT },
 	timeoutMs: { type: "number", integer: true, min: 1000, max: 3_600_000 },
 	port: { type: "number", integer: true, min: 1, max: 65535, default: 22 },
 };
@@ -62,7 +62,7 @@ interface ScriptRunParams {
 	ip: string;
 	script: string;
 	privateKey: string;
-	expectedHostKey?: string | null;
+	expectedHostKey: string;
 	timeoutMs: number;
 	port: number;
 }
@@ -107,6 +107,13 @@ export const DistributorWorkerService: ServiceSchema = {
 				return Object.fromEntries(ips.map((ip, i) => [ip, results[i]!]));
 			},
 		},
+		/** The host key a node's SSH server presents, for an operator to accept; nothing is authenticated. */
+		hostKey: {
+			params: { ip: IP_PARAM, port: { type: "number", integer: true, min: 1, max: 65535, default: 22 }, timeoutMs: { type: "number", integer: true, min: 100, max: 30_000, default: 10_000 } },
+			handler(ctx: Context<{ ip: string; port: number; timeoutMs: number }>): Promise<string> {
+				return presentedHostKey(ctx.params.ip, ctx.params.port, ctx.params.timeoutMs);
+			},
+		},
 		runScript: {
 			params: SCRIPT_RUN_PARAMS,
 			handler(ctx: Context<ScriptRunParams>) {
@@ -149,9 +156,11 @@ export const DistributorWorkerService: ServiceSchema = {
 			const staging = await fsp.mkdtemp(path.join(this.dir, "staging-"));
 			try {
 				// Both downloads finish (or fail) before the staging dir can be removed under either.
+				// Public addresses, plus the cluster's own gateway and object store (and BOOT_FILE_ALLOWED_HOSTS).
+				const sources = bootFileSources(configOf(this.broker));
 				const downloads = await Promise.allSettled([
-					downloadTo("ipxePxeBiosUrl", settings.ipxePxeBiosUrl, path.join(staging, BIOS_BOOT_FILE)),
-					downloadTo("ipxePxeUefiUrl", settings.ipxePxeUefiUrl, path.join(staging, UEFI_BOOT_FILE)),
+					downloadTo("ipxePxeBiosUrl", settings.ipxePxeBiosUrl, path.join(staging, BIOS_BOOT_FILE), { sources }),
+					downloadTo("ipxePxeUefiUrl", settings.ipxePxeUefiUrl, path.join(staging, UEFI_BOOT_FILE), { sources }),
 				]);
 				for (const download of downloads) if (download.status === "rejected") throw download.reason;
 				await fsp.mkdir(this.tftpRoot, { recursive: true });

@@ -20,8 +20,11 @@ interface Worker {
 	stop(): Promise<void>;
 }
 
-/** A distributor worker in its own broker (as on another machine), talking to the manager over NATS. */
-function worker(nats: string, site: string, name: string): Worker {
+/**
+ * A distributor worker in its own broker (as on another machine), talking to the manager over NATS.
+ * Its PUBLIC_URL is the gateway's, as in a deployment: the one non-public origin it downloads from.
+ */
+function worker(nats: string, site: string, name: string, publicUrl: string): Worker {
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `cpp-distributor-${name}-`));
 	const w: Worker = {
 		dataDir,
@@ -29,9 +32,10 @@ function worker(nats: string, site: string, name: string): Worker {
 		running: null,
 		async start() {
 			// A restart is a new process: a new node instance under a new node ID, same data dir.
-			w.nodeId = `worker-${name}-${process.pid}-${Date.now()}`;
-			const env = { TRANSPORTER: nats, CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: site, DATA_DIR: dataDir, NODE_ID: w.nodeId, LOG_LEVEL: "warn", PORT: "0" };
+			const env = { TRANSPORTER: nats, CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: site, PUBLIC_URL: publicUrl, DATA_DIR: dataDir, NODE_ID: `worker-${name}-${process.pid}-${Date.now()}`, LOG_LEVEL: "warn", PORT: "0" };
 			w.running = await startProvisioner(loadConfig(env), ["distributor-worker"]);
+			// A site's node ID carries its site (site.<site>.<NODE_ID>): what the manager checks before trusting it.
+			w.nodeId = w.running.broker.nodeID;
 		},
 		async stop() {
 			await w.running?.stop();
@@ -58,12 +62,12 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 
 	beforeAll(async () => {
 		nats = await startNats();
-		provisioner = await startTestProvisioner({ database, services: ["gateway", "distributors", "localnodes", "scriptruns", "sshkeys", "sshkey"], env: { TRANSPORTER: nats.url } });
+		provisioner = await startTestProvisioner({ database, services: ["gateway", "distributors", "localnodes", "scriptruns", "sshkeys", "sshkey"], env: { TRANSPORTER: nats.url, ALLOW_LOOPBACK_NODES: "true" } });
 		const store = storeFor(provisioner.config);
 		biosUrl = (await store.putFile("boot/undionly.kpxe", BIOS)).url;
 		uefiUrl = (await store.putFile("boot/ipxe.efi", UEFI)).url;
-		site = worker(nats.url, SITE, "site");
-		other = worker(nats.url, OTHER_SITE, "other");
+		site = worker(nats.url, SITE, "site", provisioner.baseUrl);
+		other = worker(nats.url, OTHER_SITE, "other", provisioner.baseUrl);
 		await Promise.all([site.start(), other.start()]);
 	});
 	afterAll(async () => {
@@ -130,6 +134,20 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 		expect((await res.json()).message).toMatch(/ipxePxeBiosUrl: download failed: HTTP 404/);
 	});
 
+	it.each([
+		["a closed port of the gateway's host", () => `http://127.0.0.1:1/undionly.kpxe`, /must not point at a loopback, private or link-local address \(127\.0\.0\.1\)/],
+		["a private address", () => "http://10.0.0.5:8080/undionly.kpxe", /must not point at a loopback, private or link-local address/],
+		["an IPv4-mapped loopback", () => "http://[::ffff:7f00:1]:6379/", /must not point at a loopback, private or link-local address/],
+	])("refuses a boot file from %s with a 422 that never names the network's answer", async (_what, url, reason) => {
+		const [row] = await rowOf(site);
+		const res = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody({ ipxePxeBiosUrl: url() }) });
+		expect(res.status).toBe(422);
+		const body = await res.json();
+		expect(body.data[0].field).toBe("ipxePxeBiosUrl");
+		expect(body.message).toMatch(reason);
+		expect(body.message).not.toMatch(/ECONN|EHOSTUNREACH|ETIMEDOUT|fetch failed/);
+	});
+
 	it("refuses to switch on a distributor that was never configured", async () => {
 		const [row] = await rowOf(other);
 		const res = await provisioner.api(`/distributors/${row!.id}/status`, { method: "PUT", json: { on: true, artifactId: 1 } });
@@ -158,7 +176,8 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 
 	it("answers 503 for a script on a node whose site has no distributor, and 422 without a key", async () => {
 		const node = await (await provisioner.api("/localnodes", { method: "POST", json: { ip: "127.0.0.9", artifactId: "nobody.here", pingable: true } })).json();
-		const noDistributor = await provisioner.api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n" } });
+		const keys = await (await provisioner.api("/sshkey")).json();
+		const noDistributor = await provisioner.api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: keys.privateKey } });
 		expect(noDistributor.status).toBe(503);
 		expect((await noDistributor.json()).message).toMatch(/no distributor for site "nobody.here"/);
 		await eventually(async () => (await rowOf(site))[0]?.online, 20_000, "site distributor online");
@@ -167,9 +186,8 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 		expect(noKey.status).toBe(422);
 		expect((await noKey.json()).message).toMatch(/privateKey: is required/);
 		// With no key in the request, the site's newest stored private key is used (here SSH then fails: nobody is at that address).
-		const keys = await (await provisioner.api("/sshkey")).json();
 		expect((await provisioner.api("/sshkeys", { method: "POST", json: { text: keys.privateKey, artifactId: SITE, private: true } })).status).toBe(201);
-		const storedKey = await provisioner.api(`/localnodes/${onSite.id}/script`, { method: "PUT", json: { script: "uname -r", timeout: 3 } });
+		const storedKey = await provisioner.api(`/localnodes/${onSite.id}/script`, { method: "PUT", json: { script: "uname -r", timeout: 3, hostKey: `SHA256:${"A".repeat(43)}` } });
 		expect(storedKey.status).toBe(502);
 		expect((await storedKey.json()).message).toMatch(/^SSH to 127\.0\.0\.10 failed/);
 		const badKey = await provisioner.api(`/localnodes/${onSite.id}/script`, { method: "PUT", json: { script: "uname -r", privateKey: "not a key" } });

@@ -1,5 +1,6 @@
 import type { Context, ServiceSchema } from "moleculer";
 import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
+import { DEVICE_PATTERN } from "@clusterplatform/distributor";
 import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
 import { DNS_STATE_EVENT, DNS_WORKER_SERVICE, LOG_LINES_MAX, type DnsWorkerStatus } from "./worker";
@@ -25,6 +26,7 @@ export const DnsesService: ServiceSchema = {
 			fields: {
 				artifactId: { type: DataTypes.STRING(253), allowNull: false, unique: true },
 				...SITE_WORKER_FIELDS,
+				device: { type: DataTypes.STRING(15), allowNull: true },
 				domain: { type: DataTypes.STRING(253), allowNull: true },
 				upstreams: { type: DataTypes.JSON, allowNull: true },
 				port: { type: DataTypes.INTEGER, allowNull: true },
@@ -40,13 +42,14 @@ export const DnsesService: ServiceSchema = {
 			rest: "PUT /:id",
 			params: {
 				id: ID_PARAM,
+				device: { type: "string", pattern: DEVICE_PATTERN, messages: { stringPattern: "The 'device' field must be the site's LAN interface name (letters, digits, '_', '.', '-'; at most 15)." } },
 				domain: { type: "string", max: 253 },
 				upstreams: { type: "array", items: { type: "string", max: 64 }, max: 8 },
 				port: { type: "number", integer: true, min: 1, max: 65535, optional: true, convert: true },
 				$$strict: true,
 			},
-			async handler(this: any, ctx: Context<{ id: number; domain: string; upstreams: string[]; port?: number }>) {
-				const settings: DnsSettings = { domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port ?? DEFAULT_DNS_PORT };
+			async handler(this: any, ctx: Context<{ id: number; device: string; domain: string; upstreams: string[]; port?: number }>) {
+				const settings: DnsSettings = { device: ctx.params.device, domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port ?? DEFAULT_DNS_PORT };
 				const row = await this.commandable(ctx.params.id);
 				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.configure`, settings, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
 				return this.record(ctx, row.id, columnsOf(status));

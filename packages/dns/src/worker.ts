@@ -2,8 +2,8 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
-import { ConfigError, ConflictError, configOf, requireBinary } from "@clusterplatform/core";
-import { DnsmasqSupervisor, type DnsmasqStatus } from "@clusterplatform/distributor";
+import { ConfigError, ConflictError, configOf, invalid, requireBinary, run } from "@clusterplatform/core";
+import { DnsmasqSupervisor, checkDeviceExists, checkDeviceName, type DnsmasqStatus } from "@clusterplatform/distributor";
 import { DNS_READY_LINE, renderDnsConfig, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts, renderHosts } from "./hosts";
 
@@ -35,9 +35,10 @@ export const DnsWorkerService: ServiceSchema = {
 	name: DNS_WORKER_SERVICE,
 	actions: {
 		configure: {
-			params: { domain: "string", upstreams: { type: "array", items: "string", max: 8 }, port: { type: "number", integer: true, min: 1, max: 65535 } },
-			handler(this: any, ctx: Context<DnsSettings>): Promise<DnsWorkerStatus> {
-				return this.serially(() => this.change({ settings: { domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port } }));
+			params: { device: "string", domain: "string", upstreams: { type: "array", items: "string", max: 8 }, port: { type: "number", integer: true, min: 1, max: 65535 } },
+			async handler(this: any, ctx: Context<DnsSettings>): Promise<DnsWorkerStatus> {
+				const settings: DnsSettings = { device: await this.checkDevice(ctx.params.device), domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port };
+				return this.serially(() => this.change({ settings }));
 			},
 		},
 		setHosts: {
@@ -72,6 +73,24 @@ export const DnsWorkerService: ServiceSchema = {
 			this.commands = result.catch(() => undefined);
 			return result;
 		},
+		/** The LAN interface must exist where dnsmasq runs: on this host, or in the network namespace it runs in. */
+		async checkDevice(this: any, device: unknown): Promise<string> {
+			const name = checkDeviceName(device);
+			if (!this.netns) {
+				checkDeviceExists(name);
+				return name;
+			}
+			try {
+				await run(requireBinary("ip", "iproute2"), ["-n", this.netns, "link", "show", "dev", name], { timeout: 10_000 });
+			} catch {
+				invalid("device", `no interface "${name}" in network namespace ${this.netns}`);
+			}
+			return name;
+		},
+		/** Whether dnsmasq may start: settings saved before it was bound to an interface name none, and must be given again. */
+		serviceable(this: any): boolean {
+			return Boolean(this.saved.settings?.device);
+		},
 		currentStatus(this: any): DnsWorkerStatus {
 			return { ...this.dnsmasq.status(), artifactId: this.artifactId, settings: this.saved.settings, hosts: this.saved.hosts };
 		},
@@ -79,16 +98,16 @@ export const DnsWorkerService: ServiceSchema = {
 		async change(this: any, changes: Partial<SavedState>): Promise<DnsWorkerStatus> {
 			Object.assign(this.saved, changes);
 			await this.writeFiles();
-			if (this.dnsmasq.running || this.saved.on) await this.dnsmasq.restart(this.confFile);
+			if (this.serviceable() && (this.dnsmasq.running || this.saved.on)) await this.dnsmasq.restart(this.confFile);
 			return this.currentStatus();
 		},
 		async writeFiles(this: any): Promise<void> {
 			await fsp.writeFile(this.hostsFile, renderHosts(parseHosts(this.saved.hosts)));
-			if (this.saved.settings) await fsp.writeFile(this.confFile, renderDnsConfig(this.saved.settings, this.hostsFile));
+			if (this.serviceable()) await fsp.writeFile(this.confFile, renderDnsConfig(this.saved.settings, this.hostsFile));
 			await fsp.writeFile(path.join(this.dir, "state.json"), JSON.stringify(this.saved, null, "\t"));
 		},
 		async setOn(this: any, on: boolean): Promise<DnsWorkerStatus> {
-			if (on && !this.saved.settings) throw new ConflictError("this site's DNS is not configured yet: PUT /api/dnses/:id with domain and upstreams first");
+			if (on && !this.serviceable()) throw new ConflictError("this site's DNS is not configured yet: PUT /api/dnses/:id with device (the LAN interface), domain and upstreams first");
 			this.saved.on = on;
 			await this.writeFiles();
 			if (on) await this.dnsmasq.restart(this.confFile);
@@ -109,6 +128,7 @@ export const DnsWorkerService: ServiceSchema = {
 		Object.assign(this.metadata, { artifactId: this.artifactId });
 		const netns = process.env.CLUSTERPLATFORM_DNS_NETNS;
 		if (netns && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(netns)) throw new ConfigError("CLUSTERPLATFORM_DNS_NETNS must be a network namespace name (letters, digits, '_', '.', '-')");
+		this.netns = netns || null;
 		this.dnsmasq = new DnsmasqSupervisor(requireBinary("dnsmasq", "dnsmasq-base"), { readyLine: DNS_READY_LINE, prefix: netns ? ["ip", "netns", "exec", netns] : undefined });
 		this.dnsmasq.on("state", (status: DnsmasqStatus) => {
 			this.broker.broadcast(DNS_STATE_EVENT, { ...status, artifactId: this.artifactId }).catch(() => undefined);
@@ -116,7 +136,8 @@ export const DnsWorkerService: ServiceSchema = {
 	},
 	async started(this: any) {
 		// A restarted site serves again what it served before.
-		if (this.saved.on && this.saved.settings) await this.dnsmasq.start(this.confFile);
+		if (this.saved.on && this.serviceable()) await this.dnsmasq.start(this.confFile);
+		else if (this.saved.on) this.logger.warn("dns-worker: not serving: its saved settings name no LAN interface; PUT /api/dnses/:id with device again");
 	},
 	async stopped(this: any) {
 		this.dnsmasq.removeAllListeners("state");

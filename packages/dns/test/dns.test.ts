@@ -12,6 +12,9 @@ const SITE = "dns.site.example";
 const DOMAIN = "lan.example";
 const PORT = 5353;
 const UPSTREAM = "127.0.0.2";
+/** The site's LAN interface and another one (an uplink) in the namespace: dnsmasq must answer on the LAN only. */
+const LAN = { device: "lan0", address: "10.77.0.1" };
+const WAN = { device: "wan0", address: "10.88.0.1" };
 
 function ip(args: string[], allowFailure = false): void {
 	const result = spawnSync("ip", args, { encoding: "utf8", timeout: 10_000 });
@@ -19,10 +22,10 @@ function ip(args: string[], allowFailure = false): void {
 }
 
 /** One A lookup from inside the namespace: {addresses} or {code} (e.g. ENOTFOUND for NXDOMAIN). */
-function resolveIn(ns: string, name: string): { addresses?: string[]; code?: string } {
+function resolveIn(ns: string, name: string, server = "127.0.0.1"): { addresses?: string[]; code?: string } {
 	const script = `const { Resolver } = require("node:dns").promises;
 const r = new Resolver({ timeout: 2000, tries: 1 });
-r.setServers(["127.0.0.1:${PORT}"]);
+r.setServers(["${server}:${PORT}"]);
 r.resolve4(process.argv[1]).then((addresses) => console.log(JSON.stringify({ addresses })), (e) => console.log(JSON.stringify({ code: e.code })));`;
 	const result = spawnSync("ip", ["netns", "exec", ns, process.execPath, "-e", script, name], { encoding: "utf8", timeout: 15_000 });
 	if (result.status !== 0) throw new Error(`resolver failed: ${result.stderr}`);
@@ -42,6 +45,11 @@ maybe("site DNS in a network namespace on %s", (database) => {
 	beforeAll(async () => {
 		ip(["netns", "add", ns]);
 		ip(["-n", ns, "link", "set", "lo", "up"]);
+		for (const { device, address } of [LAN, WAN]) {
+			ip(["-n", ns, "link", "add", device, "type", "veth", "peer", "name", `${device}p`]);
+			for (const end of [device, `${device}p`]) ip(["-n", ns, "link", "set", end, "up"]);
+			ip(["-n", ns, "addr", "add", `${address}/24`, "dev", device]);
+		}
 		upstream = spawn("ip", ["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--port=53", `--listen-address=${UPSTREAM}`, "--bind-interfaces", "--no-resolv", "--no-hosts", "--user=root", "--pid-file=", "--host-record=far.upstream.test,10.9.9.9", "--log-facility=-"], { stdio: "ignore" });
 		process.env.CLUSTERPLATFORM_DNS_NETNS = ns;
 		provisioner = await startTestProvisioner({ database, services: ["gateway", "dnses", "dns-worker"], env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE } });
@@ -67,24 +75,29 @@ maybe("site DNS in a network namespace on %s", (database) => {
 
 	it("rejects bad settings naming the field", async () => {
 		for (const [body, field] of [
-			[{ domain: "bad domain", upstreams: [] }, "domain"],
-			[{ domain: DOMAIN, upstreams: ["1.1.1.1", "not-an-ip"] }, "upstreams[1]"],
-			[{ domain: DOMAIN, upstreams: [], port: 70000 }, "port"],
+			[{ device: LAN.device, domain: "bad domain", upstreams: [] }, "domain"],
+			[{ device: LAN.device, domain: DOMAIN, upstreams: ["1.1.1.1", "not-an-ip"] }, "upstreams[1]"],
+			[{ device: LAN.device, domain: DOMAIN, upstreams: [], port: 70000 }, "port"],
+			[{ domain: DOMAIN, upstreams: [] }, "device"],
+			[{ device: "lan0;reboot", domain: DOMAIN, upstreams: [] }, "device"],
+			[{ device: "nosuch0", domain: DOMAIN, upstreams: [] }, "device"],
 		] as const) {
 			const res = await provisioner.api(`/dnses/${id}`, { method: "PUT", json: body });
 			expect(res.status).toBe(422);
 			expect(JSON.stringify((await res.json()).data)).toContain(field);
 		}
+		const row = await (await provisioner.api(`/dnses/${id}`)).json();
+		expect(row).toMatchObject({ device: null, domain: null });
 	});
 
 	it("serves configured hosts, NXDOMAIN for unknown local names, forwards others upstream, and logs the queries", async () => {
-		let res = await provisioner.api(`/dnses/${id}`, { method: "PUT", json: { domain: DOMAIN, upstreams: [UPSTREAM], port: PORT } });
+		let res = await provisioner.api(`/dnses/${id}`, { method: "PUT", json: { device: LAN.device, domain: DOMAIN, upstreams: [UPSTREAM], port: PORT } });
 		expect(res.status).toBe(200);
 		res = await provisioner.api(`/dnses/${id}/hosts`, { method: "PUT", json: { hosts: `# site hosts\n10.1.2.3 web.${DOMAIN} www.${DOMAIN}\n\nfd00::5 v6.${DOMAIN}\n10.1.2.4 db # short name, domain appended\n` } });
 		expect(res.status).toBe(200);
 		res = await provisioner.api(`/dnses/${id}/status`, { method: "PUT", json: { on: true } });
 		const row = await res.json();
-		expect(row).toMatchObject({ on: true, state: "on", domain: DOMAIN, upstreams: [UPSTREAM], port: PORT });
+		expect(row).toMatchObject({ on: true, state: "on", device: LAN.device, domain: DOMAIN, upstreams: [UPSTREAM], port: PORT });
 
 		expect(resolveIn(ns, `web.${DOMAIN}`)).toEqual({ addresses: ["10.1.2.3"] });
 		expect(resolveIn(ns, `www.${DOMAIN}`)).toEqual({ addresses: ["10.1.2.3"] });
@@ -102,6 +115,16 @@ maybe("site DNS in a network namespace on %s", (database) => {
 		expect(two.lines).toHaveLength(2);
 		expect((await provisioner.api(`/dnses/${id}/log?lines=100000`)).status).toBe(422);
 	}, 60_000);
+
+	it("answers on the site's LAN interface (and loopback) only, never on another interface or the wildcard", async () => {
+		expect(resolveIn(ns, `web.${DOMAIN}`, LAN.address)).toEqual({ addresses: ["10.1.2.3"] });
+		expect(resolveIn(ns, `web.${DOMAIN}`, WAN.address)).toEqual({ code: "ECONNREFUSED" });
+		const sockets = spawnSync("ip", ["netns", "exec", ns, "ss", "-lnuH", "sport", "=", `:${PORT}`], { encoding: "utf8", timeout: 10_000 }).stdout;
+		const bound = sockets.split("\n").filter(Boolean).map((line) => line.trim().split(/\s+/)[3]).sort();
+		expect(bound).toEqual(expect.arrayContaining([`${LAN.address}:${PORT}`, `127.0.0.1:${PORT}`]));
+		// Each socket is on an address of the LAN interface (its IPv6 link-local included) or loopback: no wildcard, no wan0.
+		for (const local of bound) expect(local).toMatch(new RegExp(`^(${LAN.address.replace(/\./g, "\\.")}|127\\.0\\.0\\.1|\\[::1\\]|\\[fe80::[0-9a-f:]+\\]%${LAN.device}):${PORT}$`));
+	});
 
 	it("answers a bad hosts line with a 422 naming the line, and keeps serving the old hosts", async () => {
 		const res = await provisioner.api(`/dnses/${id}/hosts`, { method: "PUT", json: { hosts: `10.1.2.9 new.${DOMAIN}\n# fine\n10.1.2.300 broken.${DOMAIN}\n10.1.2.10 bad_name!\n` } });

@@ -2,29 +2,9 @@ import fs from "node:fs";
 import type { IncomingMessage } from "node:http";
 import { Errors } from "moleculer-web";
 import { TokenSet, tokensFile, type Caller, type Config } from "@clusterplatform/core";
-
-/**
- * The machine path: what booting hosts and installed nodes call. They cannot send headers, so these
- * need no token — and nothing else is open. Everything here only reads, except a node registering
- * itself. (Artifact downloads under /api/artifacts are read-only and open too.)
- */
-export const MACHINE_PATH: Readonly<Record<string, readonly string[]>> = {
-	"mainscripts.get": ["GET"],
-	"subscripts.get": ["GET"],
-	"kickstarts.get": ["GET"],
-	"prebootscripts.get": ["GET"],
-	"postbootscripts.get": ["GET"],
-	// Public keys only: the sshkeys service refuses private ones to a caller without a token.
-	"sshkeys.get": ["GET"],
-	"localnodes.create": ["POST"],
-	"gateway.health": ["GET"],
-};
+import { machineRequest } from "./machine-path";
 
 const READ_METHODS = ["GET", "HEAD"];
-
-export function isMachinePath(action: string, method: string): boolean {
-	return MACHINE_PATH[action]?.includes(method) ?? false;
-}
 
 function bearerToken(req: IncomingMessage): string | null {
 	const match = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "");
@@ -72,13 +52,21 @@ export class AccessControl {
 		return this.tokens.size;
 	}
 
-	/** The caller of a request, or a 401/403 error. Machine-path calls are anonymous. */
-	authorize(action: string, req: IncomingMessage): Caller | null {
+	/**
+	 * The caller of a request, or a 401/403 error. Called twice per request: by the request gate
+	 * before anything of the body is read (`action` unknown yet), and by moleculer-web's authorize
+	 * with the action the route resolved to. Without a token only the machine path answers (its row
+	 * in machine-path.ts must name that very action); a token that is present but unknown gets 401
+	 * everywhere, the machine path included.
+	 */
+	authorize(req: IncomingMessage & { originalUrl?: string }, action?: string): Caller | null {
 		const method = req.method ?? "GET";
-		const token = bearerToken(req);
 		if (!this.enabled) return { name: "anonymous", readOnly: false };
+		const token = bearerToken(req);
 		if (!token) {
-			if (isMachinePath(action, method)) return null;
+			if (req.headers.authorization) throw new Errors.UnAuthorizedError(Errors.ERR_INVALID_TOKEN, { hint: "send Authorization: Bearer <token>" });
+			const machine = machineRequest(req);
+			if (machine && (action === undefined || machine.route.action === action)) return null;
 			throw new Errors.UnAuthorizedError(Errors.ERR_NO_TOKEN, { hint: "send Authorization: Bearer <token>" });
 		}
 		const caller = this.verify(token);

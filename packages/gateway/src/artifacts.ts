@@ -24,7 +24,13 @@ export function artifactHandler(store: () => ObjectStore) {
 			sendJson(res, 405, { name: "MethodNotAllowed", message: "artifacts are read-only", code: 405, type: "METHOD_NOT_ALLOWED" });
 			return;
 		}
-		const key = decodeURIComponent((req.url ?? "").split("?")[0]!.replace(/^\/+/, ""));
+		let key: string;
+		try {
+			key = decodeURIComponent((req.url ?? "").split("?")[0]!.replace(/^\/+/, ""));
+		} catch {
+			sendJson(res, 400, { name: "BadRequestError", message: "the artifact key has a malformed percent-escape", code: 400, type: "MALFORMED_URL" });
+			return;
+		}
 		try {
 			assertKey(key);
 		} catch {

@@ -1,21 +1,15 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { BootEventKind, BootEventRecorder } from "@clusterplatform/core";
+import { machineRequest } from "./machine-path";
 
-const SCRIPT = /^\/api\/(mainscripts|subscripts|prebootscripts|postbootscripts)\/\d+(?:\?|$)/;
-const KICKSTART = /^\/api\/kickstarts\/\d+(?:\?|$)/;
-const ARTIFACT = /^\/api\/artifacts\//;
-const REGISTRATION = /^\/api\/localnodes\/?(?:\?|$)/;
+/** Longest URL path kept in an event's detail (artifact keys are the long ones). */
+const DETAIL_PATH_MAX = 200;
 
-/** Which step of a boot a token-less request is, if any. Operators send a token; hosts cannot. */
-export function bootStepOf(req: IncomingMessage): BootEventKind | null {
+/** Which step of a boot a token-less request is, if any (its machine-path row). Operators send a token; hosts cannot. */
+export function bootStepOf(req: IncomingMessage): { kind: BootEventKind; pathname: string } | null {
 	if (req.headers.authorization) return null;
-	const url = req.url ?? "";
-	if (req.method === "POST") return REGISTRATION.test(url) ? "registered" : null;
-	if (req.method !== "GET" && req.method !== "HEAD") return null;
-	if (SCRIPT.test(url)) return "script";
-	if (KICKSTART.test(url)) return "kickstart";
-	if (ARTIFACT.test(url)) return "artifact";
-	return null;
+	const machine = machineRequest(req);
+	return machine?.route.bootStep ? { kind: machine.route.bootStep, pathname: machine.pathname } : null;
 }
 
 /** The client's address as the host knows it (IPv4 without the ::ffff: of a dual-stack socket). */
@@ -25,19 +19,21 @@ function clientAddress(req: IncomingMessage): string | null {
 }
 
 /**
- * Wraps the gateway's request listener: each machine-path request (script, kickstart, artifact,
- * a node registering) becomes a boot event once answered, with its status — the HTTP half of the
- * per-host boot timeline whose DHCP and TFTP half the distributors report.
+ * Wraps the gateway's request listener (behind the request gate): each machine-path request a host
+ * makes (script, kickstart, artifact, a node registering) that is answered 2xx becomes a boot event
+ * — the HTTP half of the per-host boot timeline whose DHCP and TFTP half the distributors report.
+ * Refusals, 404s and URLs outside the machine path are not history: anyone could write them.
  */
 export function recordBootSteps(recorder: BootEventRecorder, next: (req: IncomingMessage, res: ServerResponse) => void) {
 	return (req: IncomingMessage, res: ServerResponse): void => {
-		const kind = bootStepOf(req);
+		const step = bootStepOf(req);
 		// In a storm the batch fills within the second: the rest cost no listener at all.
-		if (kind && recorder.admit()) {
-			// Read now: moleculer-web rewrites req.url while routing.
-			const url = (req.url ?? "").slice(0, 300);
+		if (step && recorder.admit()) {
+			// The path only (no query), read now: moleculer-web rewrites req.url while routing.
+			const detailPath = step.pathname.slice(0, DETAIL_PATH_MAX);
 			res.once("finish", () => {
-				recorder.record({ kind, ip: clientAddress(req), mac: null, artifactId: null, detail: `${req.method} ${url} ${res.statusCode}` });
+				if (res.statusCode < 200 || res.statusCode > 299) return;
+				recorder.record({ kind: step.kind, ip: clientAddress(req), mac: null, artifactId: null, detail: `${req.method} ${detailPath} ${res.statusCode}` });
 			});
 		}
 		next(req, res);

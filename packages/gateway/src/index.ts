@@ -1,22 +1,25 @@
 import fs from "node:fs";
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { CONSOLE_BUILD_HINT, CONSOLE_PATH, CONSOLE_ROOT, consoleBuilt } from "@clusterplatform/console";
 import { BootEventRecorder, configOf, storeFor } from "@clusterplatform/core";
-import { AccessControl, isMachinePath } from "./access";
+import { AccessControl } from "./access";
 import { artifactHandler } from "./artifacts";
 import { recordBootSteps } from "./boot-trail";
 import { consoleRequests } from "./console";
-import { answerClientError } from "./client-errors";
-import { jsonBody } from "./json-body";
+import { requestBody } from "./json-body";
+import { createListener, listen } from "./listeners";
 import { MachineTextCache } from "./machine-cache";
+import { isMachinePath } from "./machine-path";
 import { collectClusterMetrics, refreshProvisionerGauges, renderPrometheus } from "./metrics";
 import { buildOpenApiDocument, type RouteEntry } from "./openapi";
+import { bodyLimitOf, requestGate } from "./request-gate";
 
 export * from "./access";
+export * from "./machine-path";
 export * from "./metrics";
 export * from "./openapi";
 
@@ -58,13 +61,13 @@ export const GatewayService: ServiceSchema = {
 					"GET /openapi.json": "gateway.openapi",
 					"GET /metrics": "gateway.metrics",
 				},
-				// JSON goes through jsonBody (json-body.ts), set up in created() with the configured limit.
-				bodyParsers: {
-					json: false,
-					urlencoded: { extended: false, limit: "4mb" },
-				},
+				// JSON and form bodies go through requestBody (json-body.ts), set up in created() with the
+				// limit the request gate chose for the caller.
+				bodyParsers: false,
 				onBeforeCall(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage) {
 					ctx.meta.accept = req.headers.accept;
+					// Who is asking, for limits per source (e.g. anonymous node registrations).
+					ctx.meta.remoteAddress = req.socket.remoteAddress?.replace(/^::ffff:/, "");
 				},
 			},
 		],
@@ -118,14 +121,28 @@ export const GatewayService: ServiceSchema = {
 					open: alias.method !== "*" && isMachinePath(alias.action!, alias.method),
 				}));
 		},
-		/** Every /api call passes here before its action runs: bearer tokens, the machine path (access.ts). */
+		/**
+		 * Every /api call passes here before its action runs, once routed: the request gate already
+		 * checked the caller before the body was read; this checks again with the action the route
+		 * resolved to (a token-less call must be that machine-path row's very action).
+		 */
 		authorize(this: any, ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage & { $action?: { name: string } }) {
-			this.access ??= new AccessControl(configOf(this.broker));
-			ctx.meta.caller = this.access.authorize(req.$action?.name ?? "", req);
+			ctx.meta.caller = this.access.authorize(req, req.$action?.name ?? "");
 		},
 		/** The port the server actually listens on (PORT=0 picks a free one, e.g. in tests). */
 		listeningPort(this: any): number {
 			return (this.server.address() as AddressInfo).port;
+		},
+		/** The machine listener's port (MACHINE_PORT), or null without one. */
+		machineListeningPort(this: any): number | null {
+			return this.machineServer?.listening ? (this.machineServer.address() as AddressInfo).port : null;
+		},
+		/** Replaces moleculer-web's: our listeners carry request timeouts and a connection cap (listeners.ts). */
+		createServer(this: any) {
+			const config = configOf(this.broker);
+			this.server = createListener(config.http);
+			this.isHTTPS = false;
+			if (config.machineListener) this.machineServer = createListener(config.http);
 		},
 	},
 	events: {
@@ -138,39 +155,47 @@ export const GatewayService: ServiceSchema = {
 		const config = configOf(this.broker);
 		this.settings.port = config.port;
 		this.settings.ip = config.host;
-		const limit = `${config.bodyLimit}b`;
-		const apiRoute = this.settings.routes[1];
-		apiRoute.bodyParsers.urlencoded.limit = limit;
-		apiRoute.use = [jsonBody(config.bodyLimit)];
+		this.access = new AccessControl(config);
+		this.settings.routes[1].use = [requestBody((req) => bodyLimitOf(req, config.bodyLimit))];
 		const serve = artifactHandler(() => storeFor(configOf(this.broker)));
 		this.settings.routes[0].use = [(req: IncomingMessage, res: any, next: (err?: unknown) => void) => serve(req, res).catch(next)];
 		// moleculer-web built its routes in its own created(), before the lines above: build them again.
 		for (const route of this.settings.routes) this.removeRoute(route.path);
 		for (const route of this.settings.routes) this.addRoute(route);
 		this.machineCache = new MachineTextCache(this.broker);
-		const [gatewayHandler] = this.server.listeners("request");
-		this.server.removeAllListeners("request");
 		this.bootEvents = new BootEventRecorder(this.broker);
+		// Behind the gate (who may ask, how much body): boot steps, the boot-storm cache, then moleculer-web.
+		const api = recordBootSteps(this.bootEvents, this.machineCache.wrap((req: IncomingMessage, res: ServerResponse) => this.httpHandler(req, res)));
+		const gate = (machineOnly: boolean) => requestGate({ access: this.access, bodyLimit: config.bodyLimit, machineOnly, sendError: (req, res, err) => this.sendError(req, res, err) }, api);
 		// The web console's static files (/console/) go first; they are not API routes.
-		this.server.on("request", consoleRequests(CONSOLE_ROOT, recordBootSteps(this.bootEvents, this.machineCache.wrap(gatewayHandler))));
-		this.server.on("clientError", answerClientError);
-		// A deep accept queue: a LAN of hosts powering on at once connects faster than one event loop
-		// accepts (Node's default of 511 drops SYNs, and each drop costs a client a 1 s retransmit).
-		// With REUSE_PORT=true several gateway processes share the port and the kernel spreads connections.
-		const listen = this.server.listen.bind(this.server);
-		this.server.listen = (port: number, host: string, callback: () => void) => listen({ port, host, backlog: 4096, reusePort: config.reusePort }, callback);
+		this.server.on("request", consoleRequests(CONSOLE_ROOT, gate(false)));
+		// MACHINE_PORT: the machine path alone (no console, no admin API), for boot LANs.
+		this.machineServer?.on("request", gate(true));
+		this.machineServer?.on("error", (err: Error) => this.logger.error(`machine listener (MACHINE_PORT): ${err.message}`));
+		// moleculer-web's started() calls listen(port, host, callback): ours adds the backlog and REUSE_PORT.
+		this.server.listen = (port: number, host: string, callback: (err?: Error) => void) => {
+			listen(this.server, port, host, config.reusePort).then(() => callback(), callback);
+			return this.server;
+		};
 	},
-	started(this: any) {
+	async started(this: any) {
+		const config = configOf(this.broker);
+		if (this.machineServer) {
+			const { address, port } = await listen(this.machineServer, config.machineListener!.port, config.machineListener!.host, config.reusePort);
+			this.logger.info(`machine path (scripts, kickstarts, public keys, registration, artifacts, health) only: http://${address}:${port}/api`);
+		}
 		// Where a newcomer starts: the web console (consoleRequests in console.ts).
-		const url = `${configOf(this.broker).publicUrl.replace(/\/+$/, "")}${CONSOLE_PATH}`;
+		const url = `${config.publicUrl.replace(/\/+$/, "")}${CONSOLE_PATH}`;
 		this.logger.info(consoleBuilt(CONSOLE_ROOT) ? `web console: ${url}` : `web console at ${url} is not built: ${CONSOLE_BUILD_HINT}`);
 	},
 	async stopped(this: any) {
 		// moleculer-web's close waits for every response to end; a download whose client stopped
 		// reading would hold the shutdown for ever. Those get a grace period, then their connections go.
-		setTimeout(() => this.server.closeAllConnections(), SHUTDOWN_GRACE_MS).unref();
+		for (const server of [this.server, this.machineServer]) setTimeout(() => server?.closeAllConnections(), SHUTDOWN_GRACE_MS).unref();
+		const machineClosed = this.machineServer?.listening ? new Promise((resolve) => this.machineServer.close(resolve)) : null;
 		// Boot steps still in the batch go out before the broker does.
 		await this.bootEvents?.stop();
+		await machineClosed;
 	},
 };
 

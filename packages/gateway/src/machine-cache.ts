@@ -1,10 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { ServiceBroker } from "moleculer";
-
-/** Registries whose raw text booting hosts fetch; their GET /:id is served from memory. */
-export const CACHED_REGISTRIES = ["mainscripts", "subscripts", "kickstarts", "prebootscripts", "postbootscripts"] as const;
-
-const MACHINE_GET = new RegExp(`^/api/(${CACHED_REGISTRIES.join("|")})/([1-9][0-9]{0,15})$`);
+import { machineRequest } from "./machine-path";
 
 interface Entry {
 	body: Buffer;
@@ -14,8 +10,9 @@ interface Entry {
 /**
  * The boot-storm path. A thousand hosts powering on fetch the same few scripts; answering them
  * through the broker and the database costs ~30× what a static file server does. This cache sits in
- * front of moleculer-web for exactly one kind of request — GET /api/<text registry>/<id> asking for
- * the raw text — and answers from memory. Any change to a registry (moleculer-db broadcasts
+ * front of moleculer-web for exactly one kind of request — the machine path's cacheable rows
+ * (machine-path.ts: GET /api/<text registry>/<id>, no query) asking for the raw text — and answers
+ * from memory. It sits behind the request gate: a request with a wrong token never reaches it. Any change to a registry (moleculer-db broadcasts
  * `cache.clean.<service>` on create, update and remove, from whichever node made it) empties that
  * registry's entries; a short TTL bounds staleness should an event be missed. Misses, JSON requests
  * and errors go the normal way, so the answers are the same bytes either way.
@@ -30,16 +27,17 @@ export class MachineTextCache {
 		private readonly maxEntries = 10_000,
 	) {}
 
-	/** True when this request is the cache's to answer (it then answers it, hit or miss). */
-	handles(req: IncomingMessage): boolean {
-		if (req.method !== "GET" || /application\/json/i.test(req.headers.accept ?? "")) return false;
-		return MACHINE_GET.test(req.url ?? "");
+	/** The cache key ("<registry>/<id>") when this request is the cache's to answer (hit or miss), else null. */
+	keyOf(req: IncomingMessage): string | null {
+		if (req.method !== "GET" || /application\/json/i.test(req.headers.accept ?? "")) return null;
+		const machine = machineRequest(req);
+		if (!machine?.route.cacheable || machine.hasQuery) return null;
+		return `${machine.route.action!.split(".")[0]}/${machine.param}`;
 	}
 
 	/** Answer from memory, or load through the broker; null means "let the gateway answer". */
-	async body(req: IncomingMessage): Promise<Buffer | null> {
-		const [, registry, id] = MACHINE_GET.exec(req.url ?? "")!;
-		const key = `${registry}/${id}`;
+	async body(key: string): Promise<Buffer | null> {
+		const [registry, id] = key.split("/");
 		const entry = this.entries.get(key);
 		if (entry && entry.expires > Date.now()) return entry.body;
 		let pending = this.loading.get(key);
@@ -74,11 +72,12 @@ export class MachineTextCache {
 			res.end(body);
 		};
 		return (req: IncomingMessage, res: ServerResponse): void => {
-			if (!this.handles(req)) return next(req, res);
+			const key = this.keyOf(req);
+			if (!key) return next(req, res);
 			// A hit is answered in this tick: no promise, no broker, no database.
-			const hit = this.entries.get(req.url!.slice(5));
+			const hit = this.entries.get(key);
 			if (hit && hit.expires > Date.now()) return send(res, hit.body);
-			this.body(req).then(
+			this.body(key).then(
 				(body) => (body ? send(res, body) : next(req, res)),
 				() => next(req, res),
 			);

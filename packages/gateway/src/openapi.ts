@@ -4,6 +4,8 @@
  * rules (fastest-validator), so the document cannot drift from the code.
  */
 
+import { machineRequestOf } from "./machine-path";
+
 /** One served route: an HTTP method and full path bound to an action. */
 export interface RouteEntry {
 	method: string;
@@ -195,7 +197,8 @@ const artifactRoute = () => ({
 		operationId: "get_artifact",
 		summary: "Download a built artifact (file store mode; with S3 the row's url points at the bucket)",
 		tags: ["artifacts"],
-		security: [{}],
+		// Open when the machine path (machine-path.ts) lists the downloads, as it does for booting hosts.
+		security: machineRequestOf("GET", "/api/artifacts/{key}") ? [{}] : [{ bearerAuth: [] }],
 		parameters: [{ name: "key", in: "path", required: true, description: "e.g. isos/1/dist.iso", schema: { type: "string" } }],
 		responses: {
 			"200": { description: "The file", content: { "application/octet-stream": { schema: { type: "string", format: "binary" } } } },

@@ -2,18 +2,55 @@ import net from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, respondCreated, textParam, type RequestMeta } from "@clusterplatform/core";
-import { WORKER_SERVICE, type ScriptRecord, type ScriptResult } from "@clusterplatform/distributor";
+import { Errors } from "moleculer";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, RateLimiter, UnavailableError, configOf, entityMixin, invalid, respondCreated, textParam, type Caller, type RequestMeta } from "@clusterplatform/core";
+import { HOST_KEY_FINGERPRINT, WORKER_SERVICE, checkPrivateKey, fingerprint, type ScriptRecord, type ScriptResult } from "@clusterplatform/distributor";
+import type { EnrolmentCheck } from "./enrolments";
+
+/** Addresses no node has: a registration naming one would point scripts at nobody, or everybody. */
+const NO_NODE = new net.BlockList();
+NO_NODE.addAddress("0.0.0.0");
+NO_NODE.addAddress("255.255.255.255");
+NO_NODE.addSubnet("224.0.0.0", 4);
+NO_NODE.addAddress("::", "ipv6");
+NO_NODE.addSubnet("ff00::", 8, "ipv6");
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8);
+LOOPBACK.addAddress("::1", "ipv6");
+
+/** The IPv4 address inside an IPv4-mapped IPv6 one (::ffff:a.b.c.d), else the address itself. */
+function unmapped(ip: string): string {
+	return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1] ?? ip;
+}
+
+function familyOf(ip: string): "ipv4" | "ipv6" {
+	return net.isIPv4(ip) ? "ipv4" : "ipv6";
+}
 
 const IP_PARAM = {
 	type: "string",
 	trim: true,
-	custom: (value: string, errors: { type: string; actual: unknown }[]) => {
-		if (net.isIP(value) === 0) errors.push({ type: "stringPattern", actual: value });
+	custom: (value: unknown, errors: { type: string; actual: unknown; message?: string }[]) => {
+		if (typeof value !== "string") return value;
+		const ip = unmapped(value);
+		if (net.isIP(ip) === 0) errors.push({ type: "nodeAddress", actual: value, message: "The 'ip' field must be an IPv4 or IPv6 address." });
+		else if (NO_NODE.check(ip, familyOf(ip))) errors.push({ type: "nodeAddress", actual: value, message: "The 'ip' field must be a node's own address, not an unspecified, multicast or broadcast one." });
 		return value;
 	},
-	messages: { stringPattern: "The 'ip' field must be an IPv4 or IPv6 address." },
 };
+
+const HOST_KEY_PARAM = { type: "string", optional: true, max: 16 * 1024 };
+/** OpenSSH public key line (e.g. the node's /etc/ssh/ssh_host_ed25519_key.pub): type, base64 blob, comment. */
+const PUBLIC_KEY_LINE = /^(ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|ssh-rsa) ([A-Za-z0-9+/]+={0,3})(?: .*)?$/;
+
+/** A host key as the node's fingerprint (SHA256:…), from a fingerprint or an OpenSSH public key line. */
+export function hostKeyFingerprint(field: string, value: string): string {
+	const text = value.trim();
+	if (HOST_KEY_FINGERPRINT.test(text)) return text;
+	const line = PUBLIC_KEY_LINE.exec(text);
+	if (line) return fingerprint(Buffer.from(line[2]!, "base64"));
+	return invalid(field, "must be an SSH host key fingerprint (SHA256:… as `ssh-keygen -lf` prints it) or a public key line (ssh-ed25519 AAAA…)");
+}
 
 /** How often every node's reachability is checked from its site's distributor. */
 const REACHABILITY_INTERVAL_MS = 30_000;
@@ -30,6 +67,8 @@ interface ScriptRequest {
 	script: string;
 	privateKey?: string;
 	sshkeyId?: number;
+	/** The host key the operator expects, accepted with this run when none is recorded yet. */
+	hostKey?: string;
 	timeout: number;
 }
 
@@ -38,10 +77,30 @@ interface Registration {
 	artifactId: string;
 	pingable?: boolean;
 	sshPort?: number;
+	/** The node's SSH host key; pinned only from an enrolled (or operator's) registration. */
+	hostKey?: string;
+	enrolmentToken?: string;
 }
+
+type LocalnodeMeta = RequestMeta & { caller?: Caller | null; remoteAddress?: string };
+
+interface NodeRow {
+	id: number;
+	ip: string;
+	artifactId: string;
+	pingable: boolean;
+	sshPort: number;
+	hostKey: string | null;
+}
+
+/** The most nodes one reachability call asks a distributor about (its `reach` action's bound). */
+const REACH_BATCH = 1024;
 
 /** The port the node's SSH server listens on (22 unless it registered another). */
 const SSH_PORT_PARAM = { type: "number", integer: true, min: 1, max: 65535, convert: true, optional: true } as const;
+
+/** A row's own fields: what a node registers and an operator may change (PUT /:id). */
+const REGISTRATION_PARAMS = { ip: IP_PARAM, artifactId: ARTIFACT_ID_PARAM, pingable: { ...BOOLEAN_PARAM, optional: true }, sshPort: SSH_PORT_PARAM };
 
 /**
  * /api/localnodes: installed hosts register here from their post-boot script
@@ -61,16 +120,25 @@ export const LocalnodesService: ServiceSchema = {
 				/** null until a distributor of the site has checked. */
 				reachable: { type: DataTypes.BOOLEAN, allowNull: true },
 				reachableCheckedAt: { type: DataTypes.DATE, allowNull: true },
-				/** SSH host key fingerprint seen on first use; later connections must present it. */
+				/** SSH host key fingerprint an operator accepted (or an enrolled registration gave); scripts go only to it. */
 				hostKey: { type: DataTypes.STRING(128), allowNull: true },
 				sshPort: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 22 },
 			},
-			params: { ip: IP_PARAM, artifactId: ARTIFACT_ID_PARAM, pingable: { ...BOOLEAN_PARAM, optional: true }, sshPort: SSH_PORT_PARAM },
+			params: REGISTRATION_PARAMS,
 		}),
 	],
 	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS },
+	hooks: {
+		before: {
+			update(this: any, ctx: Context<{ ip?: string }>) {
+				if (ctx.params.ip !== undefined) this.refuseLoopback(ctx.params.ip);
+			},
+		},
+	},
 	actions: {
 		create: {
+			description: "A node registers itself (its post-boot script; no token needed). Registering again never changes where scripts go (sshPort) unless an operator does it; a site with a required enrolment takes only registrations carrying its enrolmentToken",
+			params: { ...REGISTRATION_PARAMS, hostKey: HOST_KEY_PARAM, enrolmentToken: { type: "string", optional: true, max: 200 }, $$strict: true },
 			hooks: {
 				after(this: any, _ctx: Context, row: unknown) {
 					// A node that just registered is checked at once, without holding up its request.
@@ -78,25 +146,45 @@ export const LocalnodesService: ServiceSchema = {
 					return row;
 				},
 			},
-			async handler(this: any, ctx: Context<Registration, RequestMeta>) {
-				const { ip, artifactId, pingable, sshPort } = ctx.params;
-				const changes = { ...(pingable === undefined ? {} : { pingable }), ...(sshPort === undefined ? {} : { sshPort }) };
+			async handler(this: any, ctx: Context<Registration, LocalnodeMeta>) {
+				const { ip, artifactId } = ctx.params;
+				this.refuseLoopback(ip);
+				const enrolled = await this.registrationStanding(ctx);
 				const existing = await this.adapter.findOne({ where: { ip, artifactId } });
-				if (existing) {
-					const row = await this.adapter.updateById(existing.id, { $set: changes });
-					const json = await this.transformDocuments(ctx, {}, row);
-					await this.entityChanged("updated", json, ctx);
-					return json;
-				}
+				if (existing) return this.registerAgain(ctx, existing.get({ plain: true }), enrolled);
+				if (!enrolled) this.limitAnonymousRegistrations(ctx);
+				const { pingable, sshPort, hostKey } = ctx.params;
+				const fields = { ip, artifactId, ...(pingable === undefined ? {} : { pingable }), ...(sshPort === undefined ? {} : { sshPort }), ...(enrolled && hostKey ? { hostKey: hostKeyFingerprint("hostKey", hostKey) } : {}) };
 				try {
-					const row = await this._create(ctx, { ip, artifactId, ...changes });
-					return respondCreated(ctx, row, `/api/localnodes/${row.id}`);
+					const row = await this._create(ctx, fields);
+					return respondCreated(ctx, this.registrationReply(ctx, row), `/api/localnodes/${row.id}`);
 				} catch (err) {
-					// Two registrations raced; the unique index kept one row: update it instead.
+					// Two registrations raced; the unique index kept one row: this one registers again.
 					if ((err as Error).name !== "SequelizeUniqueConstraintError") throw err;
 					const row = await this.adapter.findOne({ where: { ip, artifactId } });
-					return this.transformDocuments(ctx, {}, await this.adapter.updateById(row.id, { $set: changes }));
+					return this.registerAgain(ctx, row.get({ plain: true }), enrolled);
 				}
+			},
+		},
+		hostKey: {
+			rest: "GET /:id/hostkey",
+			description: "The node's recorded host key and the one its SSH server presents now (read through its site's distributor), to compare before accepting it",
+			params: { id: ID_PARAM, $$strict: true },
+			async handler(this: any, ctx: Context<{ id: number }>) {
+				const node: NodeRow = (await this.findOrFail(ctx.params.id)).get({ plain: true });
+				return { id: node.id, recorded: node.hostKey, presented: await this.presentedHostKey(ctx, node) };
+			},
+		},
+		acceptHostKey: {
+			rest: "PUT /:id/hostkey",
+			description: "Accept the node's SSH host key (SHA256:… fingerprint or public key line): scripts go only to a node presenting it",
+			params: { id: ID_PARAM, hostKey: { type: "string", max: 16 * 1024 }, $$strict: true },
+			async handler(this: any, ctx: Context<{ id: number; hostKey: string }>) {
+				await this.findOrFail(ctx.params.id);
+				const row = await this.adapter.updateById(ctx.params.id, { $set: { hostKey: hostKeyFingerprint("hostKey", ctx.params.hostKey) } });
+				const json = await this.transformDocuments(ctx, {}, row);
+				await this.entityChanged("updated", json, ctx);
+				return json;
 			},
 		},
 		script: {
@@ -107,6 +195,8 @@ export const LocalnodesService: ServiceSchema = {
 				script: textParam(1024 * 1024),
 				privateKey: textParam(64 * 1024, { optional: true }),
 				sshkeyId: { ...ID_PARAM, optional: true },
+				/** The host key the operator accepts with this run, for a node that has none recorded. */
+				hostKey: HOST_KEY_PARAM,
 				/** Seconds the script may run. */
 				timeout: { type: "number", integer: true, min: 1, max: 3600, convert: true, default: SCRIPT_TIMEOUT_DEFAULT_S },
 				$$strict: true,
@@ -115,6 +205,7 @@ export const LocalnodesService: ServiceSchema = {
 				const node = (await this.findOrFail(ctx.params.id)).get({ plain: true });
 				const privateKey = await this.privateKeyFor(ctx, node.artifactId);
 				const nodeID = await this.distributorOf(ctx, node.artifactId);
+				node.hostKey ??= await this.hostKeyToAccept(ctx, node, nodeID);
 				const timeoutMs = ctx.params.timeout * 1000;
 				const audit = await this.beginAudit(ctx, node);
 				if (STREAM_ACCEPT.test(ctx.meta.accept ?? "")) return this.streamScript(ctx, node, { privateKey, nodeID, timeoutMs, auditId: audit.id });
@@ -130,18 +221,92 @@ export const LocalnodesService: ServiceSchema = {
 					throw err;
 				}
 				await ctx.call("scriptruns.finish", { id: audit.id, code: result.code, signal: result.signal ?? null });
-				if (!node.hostKey) await this.adapter.updateById(node.id, { $set: { hostKey: result.hostKey, reachable: true, reachableCheckedAt: new Date() } });
+				await this.adapter.updateById(node.id, { $set: { hostKey: node.hostKey, reachable: true, reachableCheckedAt: new Date() } });
 				return { code: result.code, signal: result.signal, stdout: result.stdout, stderr: result.stderr };
 			},
 		},
 	},
 	methods: {
+		refuseLoopback(this: any, ip: string): void {
+			const address = unmapped(ip);
+			if (LOOPBACK.check(address, familyOf(address)) && !configOf(this.broker).allowLoopbackNodes) {
+				invalid("ip", "must not be a loopback address: the site's distributor would run scripts on itself (ALLOW_LOOPBACK_NODES=true for a lab of stand-in nodes)");
+			}
+		},
+		/** True for an operator's or an enrolled registration; refuses one a site's required enrolment lacks. */
+		async registrationStanding(this: any, ctx: Context<Registration, LocalnodeMeta>): Promise<boolean> {
+			const caller = ctx.meta.caller;
+			if (caller && !caller.readOnly) return true;
+			// No enrolments service in this cluster: no site can require enrolment. One that is there and
+			// fails fails the registration: a site's requirement is never skipped.
+			const enrolments = this.broker.registry.getActionEndpoints("enrolments.check")?.hasAvailable();
+			const standing: EnrolmentCheck = enrolments ? await ctx.call("enrolments.check", { artifactId: ctx.params.artifactId, token: ctx.params.enrolmentToken }) : "not-required";
+			if (standing === "refused") {
+				throw new Errors.MoleculerClientError(`site "${ctx.params.artifactId}" takes only enrolled registrations: send its enrolmentToken`, 401, "ENROLMENT_REQUIRED", [{ field: "enrolmentToken", message: ctx.params.enrolmentToken ? "is not this site's enrolment token" : "is required by this site" }]);
+			}
+			return standing === "enrolled";
+		},
+		limitAnonymousRegistrations(this: any, ctx: Context<Registration, LocalnodeMeta>): void {
+			const { burst, perSecond } = configOf(this.broker).registrationLimit;
+			this.registrations ??= new RateLimiter(burst, perSecond);
+			const wait = this.registrations.take(ctx.meta.remoteAddress ?? "unknown");
+			if (wait > 0) {
+				ctx.meta.$responseHeaders = { "Retry-After": String(wait) };
+				throw new Errors.MoleculerClientError(`too many new nodes registered from ${ctx.meta.remoteAddress ?? "this address"}: at most ${burst} at once, then ${perSecond} a second (enrolled registrations are not limited)`, 429, "TOO_MANY_REGISTRATIONS", { retryAfter: wait });
+			}
+		},
+		/**
+		 * A node that is known registers again (a reboot, a rerun post-boot script): it may say it is
+		 * pingable, nothing more. Where its scripts go — its address and SSH port — and its pinned host
+		 * key change only through an operator, or (a host key not yet recorded) an enrolled registration.
+		 */
+		async registerAgain(this: any, ctx: Context<Registration, LocalnodeMeta>, row: NodeRow, enrolled: boolean) {
+			const { pingable, sshPort, hostKey } = ctx.params;
+			const operator = Boolean(ctx.meta.caller && !ctx.meta.caller.readOnly);
+			if (sshPort !== undefined && sshPort !== row.sshPort && !operator) {
+				throw new ConflictError(`node ${row.id} (${row.ip}) is registered with SSH port ${row.sshPort}: registering again does not move it; an operator does (PUT /api/localnodes/${row.id})`, { field: "sshPort" });
+			}
+			const changes: Partial<NodeRow> = { ...(pingable === undefined ? {} : { pingable }), ...(operator && sshPort !== undefined ? { sshPort } : {}) };
+			if (hostKey && enrolled) {
+				const key = hostKeyFingerprint("hostKey", hostKey);
+				if (row.hostKey && row.hostKey !== key && !operator) {
+					throw new ConflictError(`node ${row.id} has host key ${row.hostKey} accepted: a different one is accepted by an operator (PUT /api/localnodes/${row.id}/hostkey)`, { field: "hostKey" });
+				}
+				changes.hostKey = key;
+			}
+			const updated = await this.adapter.updateById(row.id, { $set: changes });
+			const json = await this.transformDocuments(ctx, {}, updated);
+			await this.entityChanged("updated", json, ctx);
+			return this.registrationReply(ctx, json);
+		},
+		/** What a registering node is told: its row to an operator, its id and address to a node. */
+		registrationReply(this: any, ctx: Context<Registration, LocalnodeMeta>, row: NodeRow) {
+			if (ctx.meta.caller) return row;
+			return { id: row.id, ip: row.ip, artifactId: row.artifactId, pingable: row.pingable, sshPort: row.sshPort, hostKeyAccepted: Boolean(row.hostKey) };
+		},
+		async presentedHostKey(this: any, ctx: Context, node: NodeRow, nodeID?: string): Promise<string> {
+			const site = nodeID ?? (await this.distributorOf(ctx, node.artifactId));
+			return ctx.call(`${WORKER_SERVICE}.hostKey`, { ip: node.ip, port: node.sshPort }, { nodeID: site, timeout: 20_000 });
+		},
+		/**
+		 * A node without an accepted host key gets a script only when the operator names the key with
+		 * the run (checked by the distributor against what the node presents); otherwise the run is
+		 * refused, showing the key the node presents, for the operator to compare and accept.
+		 */
+		async hostKeyToAccept(this: any, ctx: Context<ScriptRequest>, node: NodeRow, nodeID: string): Promise<string> {
+			if (ctx.params.hostKey) return hostKeyFingerprint("hostKey", ctx.params.hostKey);
+			const presented = await this.presentedHostKey(ctx, node, nodeID).catch((err: Error) => `unknown (${err.message})`);
+			throw new ConflictError(
+				`node ${node.id} (${node.ip}) has no accepted SSH host key; it presents ${presented}. Compare it with the node's own (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub on its console), then accept it: PUT /api/localnodes/${node.id}/hostkey {"hostKey": "…"}, or send "hostKey" with this script`,
+				{ field: "hostKey", presented },
+			);
+		},
 		/**
 		 * The script's output as NDJSON records while it runs (see ScriptRecord), for clients that
 		 * send Accept: application/x-ndjson. The run is audited as the buffered one: begun before,
 		 * finished with the last record's exit status (or the error that ended the stream).
 		 */
-		async streamScript(this: any, ctx: Context<ScriptRequest, RequestMeta>, node: { id: number; ip: string; sshPort: number; hostKey: string | null }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
+		async streamScript(this: any, ctx: Context<ScriptRequest, RequestMeta>, node: NodeRow & { hostKey: string }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
 			let upstream: Readable;
 			try {
 				upstream = await ctx.call(
@@ -176,7 +341,7 @@ export const LocalnodesService: ServiceSchema = {
 						return;
 					}
 					if ("code" in record || "error" in record) ended = record;
-					// The host key is the provisioner's business (trust on first use), not the client's.
+					// The host key is the provisioner's business, not the client's.
 					forward("code" in record ? { code: record.code, signal: record.signal } : record);
 				}
 			});
@@ -190,7 +355,8 @@ export const LocalnodesService: ServiceSchema = {
 					if ("error" in outcome) await ctx.call("scriptruns.finish", { id: run.auditId, code: null, error: outcome.error });
 					else if ("code" in outcome) {
 						await ctx.call("scriptruns.finish", { id: run.auditId, code: outcome.code, signal: outcome.signal ?? null });
-						if (!node.hostKey && outcome.hostKey) await this.adapter.updateById(node.id, { $set: { hostKey: outcome.hostKey, reachable: true, reachableCheckedAt: new Date() } });
+						// The run presented the accepted key (the worker refuses any other): it is the node's now.
+						await this.adapter.updateById(node.id, { $set: { hostKey: node.hostKey, reachable: true, reachableCheckedAt: new Date() } });
 					}
 				} catch (err) {
 					this.logger.error(`localnode ${node.id}: could not record the end of script run ${run.auditId}: ${(err as Error).message}`);
@@ -214,7 +380,11 @@ export const LocalnodesService: ServiceSchema = {
 		},
 		/** The key named in the request, or else the newest private key stored for the node's site. */
 		async privateKeyFor(this: any, ctx: Context<ScriptRequest>, artifactId: string): Promise<string> {
-			if (ctx.params.privateKey) return ctx.params.privateKey;
+			if (ctx.params.privateKey) {
+				// A key that is no key is the request's fault (422), before anything asks the node.
+				checkPrivateKey("privateKey", ctx.params.privateKey);
+				return ctx.params.privateKey;
+			}
 			const byId = ctx.params.sshkeyId !== undefined;
 			const query = byId ? { id: ctx.params.sshkeyId } : { artifactId };
 			try {
@@ -259,7 +429,12 @@ export const LocalnodesService: ServiceSchema = {
 				for (const port of new Set(nodes.map((n) => n.sshPort))) {
 					const onPort = nodes.filter((n) => n.sshPort === port);
 					const ips = [...new Set(onPort.map((n) => n.ip))];
-					const reached: Record<string, boolean> = await this.broker.call(`${WORKER_SERVICE}.reach`, { ips, port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID: site.nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
+					const reached: Record<string, boolean> = {};
+					// In batches the distributor's `reach` takes: one site's fleet never fails the whole check.
+					for (let at = 0; at < ips.length; at += REACH_BATCH) {
+						const batch = ips.slice(at, at + REACH_BATCH);
+						Object.assign(reached, await this.broker.call(`${WORKER_SERVICE}.reach`, { ips: batch, port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID: site.nodeID, timeout: REACH_TIMEOUT_MS + 10_000 }));
+					}
 					const now = new Date();
 					for (const node of onPort) await this.adapter.updateById(node.id, { $set: { reachable: reached[node.ip] ?? null, reachableCheckedAt: now } });
 				}
@@ -276,5 +451,6 @@ export const LocalnodesService: ServiceSchema = {
 };
 
 export { ScriptRunsService } from "./scriptruns";
+export { EnrolmentsService, type EnrolmentCheck } from "./enrolments";
 
 export default LocalnodesService;

@@ -18,9 +18,14 @@ const MAX_REPOMD_BYTES = 4 * 1024 * 1024;
 
 export interface Expected {
 	checksum: string | null;
+	/** The size the metadata gives (primary.xml, repomd.xml); null when it gives none. */
 	size: number | null;
+	/** A tighter bound than the repository's for a file without a size (repomd.xml, .treeinfo). */
 	maxBytes?: number;
 }
+
+/** MIRROR_MAX_FILE_SIZE's default: no file of a package repository or install tree comes near it. */
+export const DEFAULT_MAX_FILE_BYTES = 4 * 1024 ** 3;
 
 /**
  * An HTTP(S) repository source: every request goes to the address checked when the sync began
@@ -34,9 +39,11 @@ export class HttpRepository {
 		private readonly source: MirrorSource,
 		private readonly agent: http.Agent,
 		private readonly signal: AbortSignal,
+		/** The most any one file may be (MIRROR_MAX_FILE_SIZE): a file whose metadata gives no size stops there. */
+		private readonly maxFileBytes: number,
 	) {}
 
-	static async open(source: MirrorSource, allowed: readonly string[], signal: AbortSignal): Promise<HttpRepository> {
+	static async open(source: MirrorSource, allowed: readonly string[], signal: AbortSignal, maxFileBytes = DEFAULT_MAX_FILE_BYTES): Promise<HttpRepository> {
 		let pinned;
 		try {
 			pinned = await resolveCheckedHost(source.host, allowed);
@@ -45,7 +52,7 @@ export class HttpRepository {
 		}
 		const options = { keepAlive: true, maxSockets: 4, lookup: pinnedLookup(pinned) };
 		const agent = source.url.startsWith("https:") ? new https.Agent(options) : new http.Agent(options);
-		return new HttpRepository(source, agent, signal);
+		return new HttpRepository(source, agent, signal, maxFileBytes);
 	}
 
 	close(): void {
@@ -81,6 +88,9 @@ export class HttpRepository {
 
 	/** Like download, but null when the source has no such file (404). */
 	async downloadIfPresent(relative: string, file: string, expected: Expected): Promise<number | null> {
+		if (expected.size !== null && expected.size > this.maxFileBytes) {
+			permanentFailure(`${relative}: the metadata says ${expected.size} bytes, more than the ${this.maxFileBytes} MIRROR_MAX_FILE_SIZE allows`);
+		}
 		const response = await this.get(relative);
 		const status = response.statusCode ?? 0;
 		if (status === 404) {
@@ -97,14 +107,16 @@ export class HttpRepository {
 		}
 		const [algorithm, digest] = expected.checksum ? expected.checksum.split(":") : ["sha256", null];
 		const hash = createHash(algorithm!);
-		const limit = expected.size ?? expected.maxBytes ?? Number.MAX_SAFE_INTEGER;
+		// Every download is bounded: by the size the metadata gives, else by MIRROR_MAX_FILE_SIZE (or a tighter bound).
+		const limit = expected.size ?? Math.min(expected.maxBytes ?? Infinity, this.maxFileBytes);
+		const tooLarge = expected.size !== null ? `larger than the ${limit} bytes the metadata says` : `larger than ${limit} bytes, and the metadata gives no size (MIRROR_MAX_FILE_SIZE)`;
 		let received = 0;
 		const repository = this;
 		const verify = new Transform({
 			transform(chunk: Buffer, _encoding, callback) {
 				received += chunk.length;
 				repository.bytesReceived += chunk.length;
-				if (received > limit) return callback(new Error(`${relative}: larger than the ${limit} bytes the metadata says`));
+				if (received > limit) return callback(new Error(`${relative}: ${tooLarge}`));
 				hash.update(chunk);
 				callback(null, chunk);
 			},

@@ -39,7 +39,22 @@ const TRANSFERS_AT_ONCE = 4;
 
 /** Where a mirror's rsync staging tree and hash cache live on this worker (persistent: rsync's delta works from it). */
 export function stagingDir(config: Config, id: number): string {
-	return path.join(config.dataDir, "mirror-staging", String(id));
+	const root = path.join(config.dataDir, "mirror-staging");
+	const dir = path.join(root, String(mirrorId(id)));
+	// Belt and braces: the tree rsync --delete writes into and a purge removes is one level under the root.
+	if (path.dirname(dir) !== root) permanentFailure(`id: ${String(id).slice(0, 40)} names no directory under the mirror staging root`);
+	return dir;
+}
+
+/**
+ * A job's mirror id, checked before it names anything on disk or in the store: whoever can write
+ * to Redis can enqueue a job, and the id picks the directory rsync --delete and a purge work on.
+ */
+export function mirrorId(value: unknown): number {
+	if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+		permanentFailure(`id: must be a positive integer (a mirror's id), got ${(JSON.stringify(value) ?? String(value)).slice(0, 40)}`);
+	}
+	return value;
 }
 
 interface SyncContext {
@@ -63,7 +78,7 @@ function phase(from: number, to: number, progress: SyncProgress): number {
 
 /** HTTP(S): list the repository from its metadata, then move only what is new or changed. */
 async function syncHttp(ctx: SyncContext): Promise<SyncStats> {
-	const repo = await HttpRepository.open(ctx.source, ctx.config.mirrorAllowedHosts, ctx.signal);
+	const repo = await HttpRepository.open(ctx.source, ctx.config.mirrorAllowedHosts, ctx.signal, ctx.config.mirrorMaxFileBytes);
 	try {
 		const listing = await listRepository(repo, ctx.workDir, ctx.signal, async (file, local) => {
 			const entry = ctx.manifest.get(file.path);
@@ -133,7 +148,8 @@ async function syncRsync(ctx: SyncContext): Promise<SyncStats> {
 /** Run one sync job in a private work dir; the manifest in the store makes a retry resume. */
 export async function runMirrorJob(job: Job<MirrorJobData>, config: Config, logger: any, signal: AbortSignal): Promise<MirrorOutcome> {
 	const started = Date.now();
-	const { id } = job.data;
+	const id = mirrorId(job.data?.id);
+	if (typeof job.data.source !== "string") permanentFailure("source: must be a string");
 	const source = parseSource(job.data.source, config.mirrorAllowedHosts);
 	if (typeof source === "string") permanentFailure(`source: ${source}`);
 	const store = storeFor(config);
@@ -170,7 +186,7 @@ export const MirrorsWorkerService: ServiceSchema = {
 		async processJob(this: any, job: Job<MirrorJobData>): Promise<MirrorOutcome | null> {
 			const config = configOf(this.broker);
 			if (job.name === "purge") {
-				await fsp.rm(stagingDir(config, job.data.id), { recursive: true, force: true });
+				await fsp.rm(stagingDir(config, mirrorId(job.data?.id)), { recursive: true, force: true });
 				return null;
 			}
 			const controller = new AbortController();

@@ -87,6 +87,8 @@ export class GeneratedRepository {
 export class RepositoryServer {
 	readonly requests: string[] = [];
 	readonly corrupt = new Set<string>();
+	/** Paths answered with a body that never ends and no Content-Length (a hostile or broken source). */
+	readonly endless = new Set<string>();
 	/** Milliseconds each package (Packages/…) response waits before its body. */
 	packageDelayMs = 0;
 	bytesServed = 0;
@@ -105,6 +107,10 @@ export class RepositoryServer {
 				res.writeHead(404).end();
 				return;
 			}
+			if (self.endless.has(relative)) {
+				self.streamForever(res);
+				return;
+			}
 			if (relative.startsWith("Packages/") && self.packageDelayMs) await new Promise((r) => setTimeout(r, self.packageDelayMs));
 			const body = await fsp.readFile(file);
 			if (self.corrupt.has(relative)) body[body.length - 1] ^= 0xff;
@@ -114,6 +120,21 @@ export class RepositoryServer {
 		await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
 		self = new RepositoryServer(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}/repo/`);
 		return self;
+	}
+
+	/** Write 64 KiB chunks as fast as the client takes them, until it hangs up. */
+	private streamForever(res: http.ServerResponse): void {
+		res.writeHead(200);
+		const chunk = Buffer.alloc(64 * 1024, 0x5a);
+		const pump = () => {
+			let more = true;
+			while (more && !res.destroyed) {
+				more = res.write(chunk);
+				this.bytesServed += chunk.length;
+			}
+		};
+		res.on("drain", pump);
+		pump();
 	}
 
 	packageRequests(): string[] {

@@ -209,6 +209,38 @@ describe.each([["xz"], ["bz2"]])("metadata compressed with %s", (compression) =>
 	});
 });
 
+describe("files without a size in the metadata (issue 13, finding 15)", () => {
+	const MAX = 1024 * 1024;
+	let provisioner: TestProvisioner;
+	let server: RepositoryServer;
+	beforeAll(async () => {
+		const repo = new GeneratedRepository(path.join(work, "endless", "repo"));
+		await repo.addPackage("golf", "1.0");
+		await repo.addInstallTree();
+		await repo.index();
+		server = await RepositoryServer.start(repo.dir);
+		provisioner = await startTestProvisioner({ services: ["gateway", "mirrors", "mirrors-worker"], env: { MIRROR_ALLOWED_HOSTS: "127.0.0.1", MIRROR_MAX_FILE_SIZE: String(MAX) } });
+	});
+	afterAll(async () => {
+		await provisioner?.stop();
+		await server?.stop();
+	});
+
+	it("stops a .treeinfo image that keeps streaming at MIRROR_MAX_FILE_SIZE and fails naming it", async () => {
+		// .treeinfo lists checksums only: the source alone decides how long install.img is.
+		server.endless.add("images/install.img");
+		const started = Date.now();
+		const row = await finished(provisioner, (await createMirror(provisioner, server.baseUrl)).id);
+		expect(row.status).toBe("failed");
+		expect(row.error).toMatch(/images\/install\.img: larger than 1048576 bytes, and the metadata gives no size \(MIRROR_MAX_FILE_SIZE\)/);
+		// Bounded: about the limit crossed the wire (plus what was in flight), and it did not retry.
+		console.log(`endless install.img: stopped after ${server.bytesServed} bytes served in ${Date.now() - started} ms`);
+		expect(server.requests.filter((r) => r === "images/install.img")).toHaveLength(1);
+		expect(server.bytesServed).toBeLessThan(MAX + 16 * 1024 * 1024);
+		expect(row.url).toBeNull();
+	});
+});
+
 describe("checksums", () => {
 	let provisioner: TestProvisioner;
 	let repo: GeneratedRepository;

@@ -2,11 +2,20 @@ import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import { Client, type ClientChannel } from "ssh2";
 import { ConfigError, configOf, parseHostPort } from "@clusterplatform/core";
-import { TUNNELS_CHANGED_EVENT, bindOf, userOf } from "./settings";
+import { TUNNEL_PROBLEM_EVENT, bindOf, userOf } from "./settings";
 import type { TunnelGrant } from "./manager";
 
-/** How often a client re-reads its site's tunnels even without a change event (missed broadcasts). */
-const RESYNC_MS = 15_000;
+/** What the manager pushes: TunnelGrant, checked as it arrives. */
+const GRANT_PARAMS = {
+	id: { type: "number", integer: true, positive: true },
+	target: { type: "string", max: 300 },
+	remotePort: { type: "number", integer: true, min: 1, max: 65535 },
+	public: "boolean",
+	token: { type: "string", max: 200 },
+	sshHost: { type: "string", max: 253 },
+	sshPort: { type: "number", integer: true, min: 1, max: 65535 },
+	hostKeys: { type: "array", max: 64, items: { type: "string", max: 4096 } },
+};
 const FIRST_RETRY_MS = 500;
 const MAX_RETRY_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 15_000;
@@ -81,24 +90,26 @@ export class TunnelLink {
 
 /**
  * The site side (with CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID naming the site): keeps one TunnelLink
- * per live tunnel of its site, as the "tunnels" manager lists them; reports problems to it.
+ * per live tunnel of its site. It calls nothing on the cluster (a site's bus credential may not):
+ * the "tunnels" manager pushes the site's grants here (`apply`) when they change, when this client
+ * appears and every few seconds, and problems go back as an event.
  */
 export const TunnelClientService: ServiceSchema = {
 	name: "tunnel-client",
-	events: {
-		[TUNNELS_CHANGED_EVENT]: {
-			handler(this: any, ctx: Context<{ artifactId: string }>) {
-				if (ctx.params.artifactId === this.artifactId) void this.sync();
+	actions: {
+		apply: {
+			params: { grants: { type: "array", max: 1000, items: { type: "object", props: GRANT_PARAMS } } },
+			handler(this: any, ctx: Context<{ grants: TunnelGrant[] }>) {
+				return this.apply(ctx.params.grants);
 			},
 		},
 	},
 	methods: {
-		/** Serialised re-read: starts links for new tunnels, stops links for closed ones. */
-		sync(this: any): Promise<void> {
-			this.syncing = (this.syncing ?? Promise.resolve()).then(async () => {
-				const grants: TunnelGrant[] | null = await this.broker.call("tunnels.siteTunnels", { artifactId: this.artifactId }).catch(() => null);
-				if (!grants || this.stopping) return;
+		/** Serialised: starts links for new tunnels, stops links for closed ones. */
+		apply(this: any, grants: TunnelGrant[]): Promise<{ links: number }> {
+			this.applying = (this.applying ?? Promise.resolve()).then(() => {
 				const links: Map<number, TunnelLink> = this.links;
+				if (this.stopping) return { links: links.size };
 				for (const [id, link] of links) {
 					if (!grants.some((g) => g.id === id)) {
 						link.stop();
@@ -108,12 +119,13 @@ export const TunnelClientService: ServiceSchema = {
 				for (const grant of grants) {
 					if (links.has(grant.id)) continue;
 					const server = configOf(this.broker).tunnels.server ?? { host: grant.sshHost, port: grant.sshPort };
-					const link = new TunnelLink(grant, server, (reason) => void this.broker.call("tunnels.report", { id: grant.id, status: "pending", reason: reason.slice(0, 1000) }).catch(() => undefined));
+					const link = new TunnelLink(grant, server, (reason) => void this.broker.emit(TUNNEL_PROBLEM_EVENT, { id: grant.id, reason: reason.slice(0, 1000) }).catch(() => undefined));
 					links.set(grant.id, link);
 					link.start();
 				}
+				return { links: links.size };
 			});
-			return this.syncing;
+			return this.applying;
 		},
 	},
 	created(this: any) {
@@ -121,15 +133,12 @@ export const TunnelClientService: ServiceSchema = {
 		const artifactId = configOf(this.broker).distributorArtifactId;
 		if (!artifactId) throw new ConfigError("tunnel-client needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site whose tunnels it opens)");
 		this.artifactId = artifactId;
-	},
-	async started(this: any) {
-		this.timer = setInterval(() => void this.sync(), RESYNC_MS);
-		void this.broker.waitForServices(["tunnels"], 60_000).then(() => this.sync()).catch(() => undefined);
+		// The manager finds a site's clients by this (and checks the node ID names the same site).
+		Object.assign(this.metadata, { artifactId });
 	},
 	async stopped(this: any) {
 		this.stopping = true;
-		clearInterval(this.timer);
-		await this.syncing;
+		await this.applying;
 		for (const link of (this.links as Map<number, TunnelLink>).values()) link.stop();
 		this.links.clear();
 	},

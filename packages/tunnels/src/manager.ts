@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
 import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { tunnelGrantsMixin } from "./grants";
 import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT } from "./settings";
 
 export type TunnelStatus = "pending" | "open" | "closed";
@@ -59,6 +60,7 @@ function sameToken(a: string, b: string): boolean {
 export const TunnelsService: ServiceSchema = {
 	name: "tunnels",
 	mixins: [
+		tunnelGrantsMixin,
 		entityMixin({
 			name: "tunnels",
 			fields: {
@@ -116,18 +118,12 @@ export const TunnelsService: ServiceSchema = {
 				return json;
 			},
 		},
-		/** A site's live tunnels with their credentials, for its tunnel-client. */
+		/** A site's live tunnels with their credentials: pushed to its tunnel-clients (grants.ts), never called by a site. */
 		siteTunnels: {
 			visibility: "public",
 			params: { artifactId: ARTIFACT_ID_PARAM },
-			async handler(this: any, ctx: Context<{ artifactId: string }>): Promise<TunnelGrant[]> {
-				const rows = await this.adapter.model.findAll({ where: { artifactId: ctx.params.artifactId, status: { [Op.ne]: "closed" } }, order: [["id", "ASC"]] });
-				const { sshPort } = configOf(this.broker).tunnels;
-				const hostKeys = this.serverHostKeys();
-				return rows.map((r: any) => {
-					const row: TunnelRow = r.get({ plain: true });
-					return { id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: row.token!, sshHost: this.publicHost(), sshPort, hostKeys };
-				});
+			handler(this: any, ctx: Context<{ artifactId: string }>): Promise<TunnelGrant[]> {
+				return this.siteGrants(ctx.params.artifactId);
 			},
 		},
 		/** The tunnel-server asks: may this user/password open a forward, and which one? */
@@ -154,6 +150,16 @@ export const TunnelsService: ServiceSchema = {
 		},
 	},
 	methods: {
+		/** A site's live tunnels with their credentials (what its tunnel-client is handed). */
+		async siteGrants(this: any, artifactId: string): Promise<TunnelGrant[]> {
+			const rows = await this.adapter.model.findAll({ where: { artifactId, status: { [Op.ne]: "closed" } }, order: [["id", "ASC"]] });
+			const { sshPort } = configOf(this.broker).tunnels;
+			const hostKeys = this.serverHostKeys();
+			return rows.map((r: any) => {
+				const row: TunnelRow = r.get({ plain: true });
+				return { id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: row.token!, sshHost: this.publicHost(), sshPort, hostKeys };
+			});
+		},
 		serverHostKeys(this: any): string[] {
 			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
 			return [...new Set<string>(services.filter((s: any) => s.name === "tunnel-server" && typeof s.metadata?.hostKey === "string").map((s: any) => s.metadata.hostKey))];

@@ -14,3 +14,7 @@ export const bindOf = (isPublic: boolean) => (isPublic ? "0.0.0.0" : "127.0.0.1"
 export const TUNNELS_CHANGED_EVENT = "tunnels.changed";
 /** Broadcast when a tunnel is closed (the server drops its forward and connection). */
 export const TUNNEL_CLOSED_EVENT = "tunnels.closed";
+/** Emitted by a site's tunnel-client when its tunnel cannot open (the manager records the reason). */
+export const TUNNEL_PROBLEM_EVENT = "tunnels.problem";
+/** How often the manager pushes every site's grants to its clients, besides pushing on changes. */
+export const GRANTS_PUSH_MS = 15_000;

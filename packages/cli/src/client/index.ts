@@ -23,6 +23,7 @@ export const CLIENT_USAGE = `Operating a running provisioner (over its REST API)
   clusterplatform distributor update <id|artifactId> --ipxePxeUefiUrl U --ipxePxeBiosUrl U --device D --range IP
   clusterplatform distributor on|off <id|artifactId>
   clusterplatform node run <localnode-id> <script-file|-> [--timeout 5m] [--sshkeyId N]
+  clusterplatform node hostkey <localnode-id> [--hostKey SHA256:…]   show the node's host key; accept one
 
   Resources and their fields come from the gateway's own /api/openapi.json; \`create <resource>
   --help\` lists the fields. Field values: numbers and true/false are typed by the API's schema,

@@ -34,7 +34,8 @@ export function exitCodeOfScript(result: ScriptResult): number {
  */
 export async function nodeCommand(ctx: CommandContext): Promise<number> {
 	const verb = ctx.word(1, "run");
-	if (verb !== "run") usageError(`node ${verb}: the node command is \`node run <id> <script-file>\``);
+	if (verb === "hostkey") return hostKeyCommand(ctx);
+	if (verb !== "run") usageError(`node ${verb}: the node commands are \`node run <id> <script-file>\` and \`node hostkey <id> [--hostKey K]\``);
 	const id = ctx.word(2, "the localnode id");
 	const file = ctx.line.positionals[3] ?? ctx.line.options.file;
 	if (file === undefined) usageError("node run <id> <script-file>: missing the script file (- for stdin)");
@@ -58,6 +59,26 @@ export async function nodeCommand(ctx: CommandContext): Promise<number> {
 		process.stderr.write(result.stderr);
 	}
 	return exitCodeOfScript(result);
+}
+
+/**
+ * `node hostkey <id>`: the host key recorded for a node and the one it presents now (through its
+ * site's distributor), to compare with the node's own; `node hostkey <id> --hostKey SHA256:…`
+ * accepts it. A node gets scripts only once its key is accepted.
+ */
+async function hostKeyCommand(ctx: CommandContext): Promise<number> {
+	const id = segment(ctx.word(2, "the localnode id"));
+	const hostKey = ctx.line.fields.find(([name]) => name === "hostKey")?.[1];
+	if (hostKey !== undefined) {
+		const row = await ctx.api.request<{ hostKey: string }>(`/localnodes/${id}/hostkey`, { method: "PUT", json: { hostKey } });
+		if (ctx.out.json) printJson(row);
+		else console.log(`accepted ${row.hostKey}`);
+		return EXIT.ok;
+	}
+	const keys = await ctx.api.request<{ recorded: string | null; presented: string }>(`/localnodes/${id}/hostkey`);
+	if (ctx.out.json) printJson(keys);
+	else console.log(`recorded:  ${keys.recorded ?? "none (no script runs until one is accepted)"}\npresented: ${keys.presented}`);
+	return EXIT.ok;
 }
 
 type ScriptRecord = { stdout: string } | { stderr: string } | { code: number | null; signal: string | null } | { error: string; status: number };

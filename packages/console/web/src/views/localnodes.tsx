@@ -39,8 +39,46 @@ function Reachability({ node }: { node: Localnode }) {
 	);
 }
 
+/**
+ * A node's host key is accepted by an operator before its first script: the key the node presents
+ * (GET /api/localnodes/:id/hostkey, read through its site's distributor) is shown to compare with
+ * the node's own, then accepted (PUT).
+ */
+function HostKeyCheck({ node, onAccepted }: { node: Localnode; onAccepted: (hostKey: string) => void }) {
+	const [presented, setPresented] = useState<string | null>(null);
+	const [error, setError] = useState<unknown>(null);
+	const look = () => attempt(setError, async () => setPresented((await api<{ presented: string }>(`/localnodes/${node.id}/hostkey`)).presented));
+	const accept = () =>
+		attempt(setError, async () => {
+			const row = await api<Localnode>(`/localnodes/${node.id}/hostkey`, { method: "PUT", json: { hostKey: presented } });
+			onAccepted(row.hostKey!);
+		});
+	return (
+		<div class="host-key" id="host-key">
+			<p>No SSH host key is accepted for this node yet: scripts go only to a node presenting the key an operator accepted.</p>
+			{presented ? (
+				<>
+					<p>
+						It presents <code id="presented-host-key">{presented}</code>. Compare it with the node's own (<code>ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub</code> on its
+						console).
+					</p>
+					<button id="accept-host-key" onClick={accept}>
+						Accept this key
+					</button>
+				</>
+			) : (
+				<button id="show-host-key" onClick={look}>
+					Show the key it presents
+				</button>
+			)}
+			<ErrorBox error={error} />
+		</div>
+	);
+}
+
 /** PUT /api/localnodes/:id/script: runs as root over SSH from the site's distributor. */
 function ScriptPanel({ node }: { node: Localnode }) {
+	const [hostKey, setHostKey] = useState(node.hostKey);
 	const keys = useRows<Sshkey>("sshkeys");
 	const [script, setScript] = useState("#!/bin/sh\nuname -a\nuptime\n");
 	const [sshkeyId, setSshkeyId] = useState("");
@@ -63,6 +101,13 @@ function ScriptPanel({ node }: { node: Localnode }) {
 			<h3>
 				Run a script on #{node.id} ({node.ip}, site {node.artifactId})
 			</h3>
+			{hostKey ? (
+				<p class="muted">
+					host key <code id="accepted-host-key">{hostKey}</code>
+				</p>
+			) : (
+				<HostKeyCheck node={node} onAccepted={setHostKey} />
+			)}
 			<label for="script-text">Script (runs as root)</label>
 			<textarea id="script-text" class="editor" rows={8} spellcheck={false} value={script} onInput={(e) => setScript(e.currentTarget.value)} />
 			<div class="row">
@@ -83,7 +128,7 @@ function ScriptPanel({ node }: { node: Localnode }) {
 				</div>
 			</div>
 			<div class="actions">
-				<button id="run-script" disabled={running} onClick={runScript}>
+				<button id="run-script" disabled={running || !hostKey} onClick={runScript}>
 					{running ? "Running…" : "Run"}
 				</button>
 			</div>

@@ -1,0 +1,63 @@
+import type { Context, ServiceSchema } from "moleculer";
+import { ID_PARAM, mayActForSite } from "@clusterplatform/core";
+import type { TunnelGrant } from "./manager";
+import { GRANTS_PUSH_MS, TUNNELS_CHANGED_EVENT, TUNNEL_PROBLEM_EVENT } from "./settings";
+
+interface TunnelClientNode {
+	nodeID: string;
+	artifactId: string;
+}
+
+/**
+ * The manager's half of handing tunnels to sites. A site's credential may not call the cluster, so
+ * the manager pushes each site's grants (with their passwords) to that site's tunnel-clients — and
+ * only to nodes whose ID names the site (core/bus.ts) — on a change, when a client appears, and every
+ * GRANTS_PUSH_MS. A client's problem comes back as an event, taken only from a node of the tunnel's site.
+ */
+export const tunnelGrantsMixin: Partial<ServiceSchema> = {
+	events: {
+		[TUNNELS_CHANGED_EVENT](this: any, ctx: Context<{ artifactId: string }>) {
+			void this.pushGrants(ctx.params.artifactId);
+		},
+		"$services.changed"(this: any) {
+			void this.pushGrants();
+		},
+		[TUNNEL_PROBLEM_EVENT]: {
+			params: { id: ID_PARAM, reason: { type: "string", max: 1000 } },
+			async handler(this: any, ctx: Context<{ id: number; reason: string }>) {
+				const row = await this.adapter.findById(ctx.params.id);
+				if (!row || row.get("status") === "closed" || !mayActForSite(this.broker, ctx.nodeID!, row.get("artifactId"))) return;
+				await this.adapter.updateById(ctx.params.id, { $set: { status: "pending", statusReason: ctx.params.reason } });
+			},
+		},
+	},
+	methods: {
+		tunnelClients(this: any): TunnelClientNode[] {
+			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
+			return services
+				.filter((s: any) => s.name === "tunnel-client" && typeof s.metadata?.artifactId === "string")
+				.map((s: any) => ({ nodeID: s.nodeID, artifactId: s.metadata.artifactId }))
+				.filter((client: TunnelClientNode) => mayActForSite(this.broker, client.nodeID, client.artifactId));
+		},
+		/** Push grants to every client (of one site, when named); serialised, so pushes never interleave. */
+		pushGrants(this: any, artifactId?: string): Promise<void> {
+			this.pushing = (this.pushing ?? Promise.resolve()).then(async () => {
+				for (const client of this.tunnelClients() as TunnelClientNode[]) {
+					if (artifactId !== undefined && client.artifactId !== artifactId) continue;
+					const grants: TunnelGrant[] = await this.siteGrants(client.artifactId);
+					await this.broker
+						.call("tunnel-client.apply", { grants }, { nodeID: client.nodeID, timeout: 10_000 })
+						.catch((err: Error) => this.logger.warn(`tunnels of site "${client.artifactId}" not handed to ${client.nodeID}: ${err.message}`));
+				}
+			});
+			return this.pushing;
+		},
+	},
+	started(this: any) {
+		this.grantsTimer = setInterval(() => void this.pushGrants(), GRANTS_PUSH_MS);
+	},
+	async stopped(this: any) {
+		clearInterval(this.grantsTimer);
+		await this.pushing;
+	},
+};
