@@ -49,9 +49,15 @@ describe("access to every operation", () => {
 	});
 
 	it("lets a read-only token read everything and change nothing", async () => {
+		// A GET that makes a new private key (and costs a core for a second) is an admin's.
+		const ADMIN_ONLY_READS = ["sshkey.generate"];
 		const problems: string[] = [];
 		for (const op of operations) {
 			const res = await call(op.method, op.path, readToken);
+			if (ADMIN_ONLY_READS.includes(op.action)) {
+				if (res.status !== 403) problems.push(`GET ${op.path} (${op.action}) answered ${res.status} to the read-only token`);
+				continue;
+			}
 			if (op.method === "GET" && (res.status === 401 || res.status === 403)) problems.push(`GET ${op.path} refused to the read-only token: ${res.status}`);
 			if (op.method !== "GET" && res.status !== 403) problems.push(`${op.method} ${op.path} answered ${res.status} to the read-only token`);
 		}

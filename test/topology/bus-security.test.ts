@@ -45,7 +45,7 @@ describe("the service bus: TLS, credentials, and what one site's credential reac
 
 	beforeAll(async () => {
 		nats = await startSecureNats([SITE_A, SITE_B]);
-		cluster = createBroker(loadConfig({ ...nats.env(null), DATA_DIR: dataDir(), LOG_LEVEL: "fatal", PUBLIC_URL: "http://127.0.0.1:9" }), { logger: false });
+		cluster = createBroker(loadConfig({ ...nats.env(null), DATA_DIR: dataDir(), LOG_LEVEL: "fatal", PUBLIC_URL: "http://127.0.0.1:9", NODE_ID: "cluster-core" }), { logger: false });
 		for (const schema of [SshkeysService, TunnelsService, DistributorsService]) cluster.createService(schema);
 		await cluster.start();
 		await cluster.call("sshkeys.create", { artifactId: SITE_B, private: true, text: utils.generateKeyPairSync("ed25519").private }, ADMIN);
@@ -90,6 +90,18 @@ describe("the service bus: TLS, credentials, and what one site's credential reac
 		}
 	});
 
+	it("survives a site announcing a cluster process's own node ID (Moleculer would stop the process)", async () => {
+		const { NATS_USER: user, NATS_PASSWORD: pass } = nats.env(SITE_A);
+		const conn = await connect({ servers: `127.0.0.1:${nats.port}`, tls: { caFile: nats.caFile }, user, pass, reconnect: false });
+		const forged = { ver: cluster.PROTOCOL_VERSION, sender: cluster.nodeID, instanceID: "forged", services: [], config: {}, ipList: [], hostname: "x", client: { type: "nodejs", version: "0", langVersion: "0" }, seq: 99, metadata: {} };
+		conn.publish("MOL-clusterplatform.INFO", Buffer.from(JSON.stringify(forged)));
+		await conn.flush();
+		await conn.close();
+		await new Promise((r) => setTimeout(r, 1000));
+		// Still running (jest would report process.exit), still answering.
+		expect(((await cluster.call("tunnels.get", { id: tunnelOfB })) as { id: number }).id).toBe(tunnelOfB);
+	});
+
 	it("gives a site's process no way to call the cluster: another site's key and tunnel password stay out of reach", async () => {
 		const siteA = await siteBroker({ ...nats.env(SITE_A), CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE_A }, []);
 		expect(siteA.nodeID).toMatch(/^site\.a~bus~example\./);
@@ -114,11 +126,27 @@ describe("the service bus: TLS, credentials, and what one site's credential reac
 				runScript: (ctx) => void received.push(ctx.params),
 			},
 		};
+		// It also offers the cluster's own services: a cluster process without them locally (every pod in
+		// Kubernetes) would balance its calls — private keys, site lookups — onto it.
+		const clusterServices: ServiceSchema[] = ["sshkeys", "distributors", "enrolments", "localnodes"].map((name) => ({
+			name,
+			actions: Object.fromEntries(["create", "privateKey", "siteNode", "check", "script"].map((action) => [action, (ctx: { params: unknown }) => void received.push({ [`${name}.${action}`]: ctx.params })])),
+		}));
 		// Its node ID names site A, as its credential lets it: the manager does not take it for B's.
-		const underOwnName = await siteBroker({ ...nats.env(SITE_A), CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE_A }, [impostor]);
+		const underOwnName = await siteBroker({ ...nats.env(SITE_A), CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE_A }, [impostor, ...clusterServices]);
+		const gateway = await siteBroker({ ...nats.env(null), NODE_ID: "cluster-gateway" }, []);
 		await eventually(() => cluster.registry.getServiceList({ onlyAvailable: true }).some((s: { nodeID: string }) => s.nodeID === underOwnName.nodeID), 15_000, "the cluster seeing the impostor");
+		await eventually(() => gateway.registry.getServiceList({ onlyAvailable: true }).some((s: { nodeID: string }) => s.nodeID === underOwnName.nodeID), 15_000, "the gateway seeing the impostor");
 		await cluster.call("distributors.list", {});
 		await expect(cluster.call("distributors.siteNode", { artifactId: SITE_B })).rejects.toThrow(/no distributor for site/);
+		const offered = gateway.registry.getServiceList({ onlyAvailable: true }).filter((s: { nodeID: string }) => s.nodeID === underOwnName.nodeID).map((s: { name: string }) => s.name);
+		expect(offered.sort()).toEqual(["$node", WORKER_SERVICE]);
+		for (let i = 0; i < 6; i++) {
+			await gateway.call("sshkeys.create", { artifactId: SITE_B, private: true, text: utils.generateKeyPairSync("ed25519").private }, ADMIN);
+			await expect(gateway.call("distributors.siteNode", { artifactId: SITE_B })).rejects.toThrow(/no distributor for site/);
+		}
+		expect(received).toEqual([]);
+		await gateway.stop();
 		await underOwnName.stop();
 		// Its node ID names site B: NATS keeps B's subjects from A's credential, so what is sent there never
 		// arrives. (Its own process: the bus refuses its subscriptions, and its NATS client never stops cleanly.)

@@ -9,7 +9,7 @@ import { eventually, freePort } from "../support/ports";
 import { startServiceProcess, type ServiceProcess } from "../support/processes";
 import { freshPostgresDatabase } from "../support/provisioner";
 import { describeWithRadosgw, startRadosgw, type TestRadosgw } from "../support/radosgw";
-import { startNats, startRedis, type TestServer } from "../support/servers";
+import { startRedis, startSecureNats, type SecureNats, type TestServer } from "../support/servers";
 
 /**
  * The Kubernetes topology on one machine: the gateway, the registries, the builder managers and
@@ -33,7 +33,7 @@ function manifestEnvKeys(): string[] {
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
 describeOnRadosgw("Kubernetes-like topology: one process per tier, S3 on radosgw", () => {
-	let nats: TestServer;
+	let nats: SecureNats;
 	let redis: TestServer;
 	let rgw: TestRadosgw;
 	const processes: Record<string, ServiceProcess> = {};
@@ -52,13 +52,14 @@ describeOnRadosgw("Kubernetes-like topology: one process per tier, S3 on radosgw
 	};
 
 	beforeAll(async () => {
-		[nats, redis, rgw] = await Promise.all([startNats(), startRedis(), startRadosgw()]);
+		// As the manifests run them: NATS with TLS and the cluster's credential, Redis with a password.
+		[nats, redis, rgw] = await Promise.all([startSecureNats([]), startRedis({ password: generateToken() }), startRadosgw()]);
 		const port = await freePort();
 		baseUrl = `http://127.0.0.1:${port}`;
 		s3PublicUrl = `http://127.0.0.1:${rgw.port}`;
 		// What the ConfigMap and Secret say, for this machine. A key added to the manifests must be added here.
 		const shared: Record<string, string> = {
-			TRANSPORTER: nats.url,
+			...nats.env(null),
 			REDIS_URL: redis.url,
 			...rgw.env(bucket),
 			S3_REGION: "us-east-1",

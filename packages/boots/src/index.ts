@@ -1,6 +1,6 @@
 import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOT_EVENTS, BOOT_EVENT_KINDS, DataTypes, Op, entityMixin, invalid, type BootEvent } from "@clusterplatform/core";
+import { BOOT_EVENTS, BOOT_EVENT_KINDS, DataTypes, Op, RateLimiter, entityMixin, invalid, siteOfNode, type BootEvent } from "@clusterplatform/core";
 import { hostsOf, type HostSummary } from "./timeline";
 
 export * from "./timeline";
@@ -9,6 +9,10 @@ export * from "./timeline";
 const EVENTS_KEPT = 100_000;
 /** Events the host views look through, newest first. */
 const EVENTS_SCANNED = 5000;
+/** The most events a batch from another process carries (the recorder's batch). */
+const REMOTE_BATCH = 250;
+const REMOTE_BATCHES_BURST = 200;
+const REMOTE_BATCHES_PER_SECOND = 50;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 function clean(event: Partial<BootEvent>): BootEvent | null {
@@ -80,12 +84,22 @@ export const BootsService: ServiceSchema = {
 	events: {
 		[BOOT_EVENTS]: {
 			async handler(this: any, ctx: Context<{ events?: Partial<BootEvent>[] }>) {
-				const events = (Array.isArray(ctx.params.events) ? ctx.params.events : []).slice(0, 10_000).map(clean).filter((e): e is BootEvent => e !== null);
+				// Other processes send a batch a second of at most 250 (BootEventRecorder): more is a flood,
+				// dropped, so a bus credential cannot push the history out; a site's node writes only its own site.
+				const remote = Boolean(ctx.nodeID) && ctx.nodeID !== this.broker.nodeID;
+				if (remote && this.remoteBatches.take("any") > 0) return;
+				const site = remote ? siteOfNode(ctx.nodeID!) : null;
+				const sent = (Array.isArray(ctx.params.events) ? ctx.params.events : []).slice(0, remote ? REMOTE_BATCH : 10_000);
+				const events = (site === null ? sent : sent.map((e) => ({ ...e, artifactId: site }))).map(clean).filter((e): e is BootEvent => e !== null);
 				if (events.length === 0) return;
 				await this.adapter.model.bulkCreate(events);
 				await this.prune();
 			},
 		},
+	},
+	created(this: any) {
+		// Batches from every other process together: a few dozen gateways and distributors, a batch a second each.
+		this.remoteBatches = new RateLimiter(REMOTE_BATCHES_BURST, REMOTE_BATCHES_PER_SECOND);
 	},
 	methods: {
 		async newestEvents(this: any, where: object): Promise<BootEvent[]> {

@@ -29,6 +29,9 @@ Services: ${Object.keys(catalogue().CATALOGUE).join(", ")}
 
 ${CLIENT_USAGE}`;
 
+/** How long a stop may take before the process exits regardless (the gateway alone may hold 10 s for downloads). */
+const STOP_DEADLINE_MS = 15_000;
+
 async function start(names: string[]): Promise<void> {
 	const config = loadConfig();
 	const { ensureFirstToken } = token();
@@ -38,9 +41,15 @@ async function start(names: string[]): Promise<void> {
 	if (provisioner.port !== null) console.log(`clusterplatform: API at ${config.publicUrl}/api (listening on ${config.host}:${provisioner.port})`);
 	let stopping = false;
 	const stop = async (signal: string) => {
-		if (stopping) return;
+		// A second signal (Ctrl-C again) does not wait for the first stop.
+		if (stopping) process.exit(1);
 		stopping = true;
 		console.log(`clusterplatform: ${signal}, stopping`);
+		// Bounded: services whose Redis, NATS or database is already gone may wait on reconnects for ever.
+		setTimeout(() => {
+			console.error(`clusterplatform: not stopped within ${STOP_DEADLINE_MS / 1000} s, exiting anyway`);
+			process.exit(1);
+		}, STOP_DEADLINE_MS).unref();
 		await provisioner.stop();
 		process.exit(0);
 	};

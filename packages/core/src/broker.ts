@@ -1,5 +1,5 @@
 import { Errors, ServiceBroker, type BrokerOptions } from "moleculer";
-import { BUS_NAMESPACE, natsConnectionOptions, nodeIdOf, siteCallGuard } from "./bus";
+import { BUS_NAMESPACE, confineSiteNodes, natsConnectionOptions, nodeIdOf, siteCallGuard } from "./bus";
 import type { Config } from "./config";
 import { bindConfig } from "./context";
 import { InvalidInputError } from "./errors";
@@ -51,5 +51,6 @@ export function createBroker(config: Config, overrides: Partial<BrokerOptions> =
 		...overrides,
 	});
 	bindConfig(broker, config);
+	confineSiteNodes(broker);
 	return broker;
 }

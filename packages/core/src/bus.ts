@@ -114,6 +114,53 @@ export function natsConnectionOptions(config: Pick<Config, "transporter" | "bus"
 	return options;
 }
 
+/** What a site's node may offer the cluster: its workers (and Moleculer's own $node). */
+export const SITE_SERVICES: readonly string[] = ["$node", "distributor-worker", "dns-worker", "tunnel-client"];
+
+interface NodeInfo {
+	sender?: string;
+	services?: { name?: string; events?: unknown }[];
+}
+
+/**
+ * A site's node is taken at its word only for the site workers: a node that advertises any other
+ * service (sshkeys, distributors, localnodes…) would otherwise be sent a share of the cluster's
+ * calls to it — another site's keys and scripts among them — and no listener of a site's is sent the
+ * cluster's events. Applied to every INFO packet before Moleculer's registry sees it.
+ */
+export function confineSiteNodes(broker: ServiceBroker): void {
+	ignoreForgedSelf(broker);
+	const registry = broker.registry as unknown as { processNodeInfo(payload: NodeInfo): unknown };
+	const processNodeInfo = registry.processNodeInfo.bind(registry);
+	registry.processNodeInfo = (payload: NodeInfo) => {
+		if (payload.sender && siteOfNode(payload.sender) !== null && Array.isArray(payload.services)) {
+			payload.services = payload.services.filter((service) => SITE_SERVICES.includes(service.name ?? "")).map((service) => ({ ...service, events: {} }));
+		}
+		return processNodeInfo(payload);
+	};
+}
+
+/**
+ * Moleculer stops a process (broker.fatal, exit 1) that sees an INFO packet in its own node ID from
+ * another instance — a duplicate NODE_ID, or a forgery that anyone who may publish INFO can send.
+ * Here it is logged and dropped: one site's credential must not be able to stop the cluster.
+ */
+function ignoreForgedSelf(broker: ServiceBroker): void {
+	const transporter = (broker as unknown as { transit?: { tx: { messageHandler(cmd: string, packet: { payload?: { sender?: string; instanceID?: string } }): unknown } } }).transit?.tx;
+	if (!transporter) return;
+	const handle = transporter.messageHandler.bind(transporter);
+	let warned = false;
+	transporter.messageHandler = (cmd, packet) => {
+		const payload = packet?.payload;
+		if (cmd === "INFO" && payload?.sender === broker.nodeID && payload.instanceID !== broker.instanceID) {
+			if (!warned) broker.logger.error(`another process announces this node's ID ${broker.nodeID} (a duplicate NODE_ID, or a forgery): ignored`);
+			warned = true;
+			return Promise.resolve(false);
+		}
+		return handle(cmd, packet);
+	};
+}
+
 /**
  * Defence in depth behind NATS permissions (and the whole story on a bus without them): a request
  * from a site node reaches no action of this process. Sites answer calls and emit events; they

@@ -34,6 +34,12 @@ export interface TunnelConfig {
 	server: HostPort | null;
 	/** The tunnel-server's SSH host key (TUNNEL_HOST_KEY, PEM/OpenSSH); generated into the data dir when unset. */
 	hostKey: string | null;
+	/** A connection that has not logged in within this is cut (TUNNEL_AUTH_TIMEOUT seconds, default 10). */
+	authTimeoutMs: number;
+	/** Connections the SSH endpoint holds; more are closed at once (TUNNEL_MAX_CONNECTIONS, default 1024). */
+	maxConnections: number;
+	/** Of those, not yet logged in (TUNNEL_MAX_UNAUTHENTICATED, default 64). */
+	maxUnauthenticated: number;
 }
 
 /** Bounds of the gateway's HTTP listeners against slow or piled-up clients. */
@@ -87,7 +93,7 @@ export interface Config {
 	auth: "on" | "off";
 	/** Accepted tokens as name:<sha256 hex>[:read] entries (API_TOKENS), besides the data dir's tokens file. */
 	apiTokens: string | null;
-	/** Key that seals private SSH keys at rest (SECRETS_KEY); a generated key file in the data dir when unset. */
+	/** Key that seals private SSH keys and derives tunnel passwords (SECRETS_KEY or SECRETS_KEY_FILE); a generated key file in the data dir when unset. */
 	secretsKey: string | null;
 	/** Site tag of a distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID). */
 	distributorArtifactId: string | null;
@@ -183,6 +189,9 @@ function tunnelConfig(env: Env): TunnelConfig {
 		portRange: portRange(env, "TUNNEL_PORT_RANGE", "20000-20999"),
 		server: server ? parseHostPort(server, "TUNNEL_SERVER") : null,
 		hostKey: optional(env, "TUNNEL_HOST_KEY"),
+		authTimeoutMs: integer(env, "TUNNEL_AUTH_TIMEOUT", 10, 1, 600) * 1000,
+		maxConnections: integer(env, "TUNNEL_MAX_CONNECTIONS", 1024, 1, 1_000_000),
+		maxUnauthenticated: integer(env, "TUNNEL_MAX_UNAUTHENTICATED", 64, 1, 1_000_000),
 	};
 }
 
@@ -197,6 +206,21 @@ function secretFromFile(env: Env, name: string): string | null {
 	}
 	if (text === "") throw new ConfigError(`${name}_FILE: ${file} is empty`);
 	return text;
+}
+
+/**
+ * SECRETS_KEY, or SECRETS_KEY_FILE: a file outside the data dir (a mounted Kubernetes Secret), so
+ * whoever copies the database does not get the key that seals it. A file that is missing or too
+ * short stops the start naming the variable.
+ */
+function secretsKey(env: Env): string | null {
+	const file = optional(env, "SECRETS_KEY_FILE");
+	if (!file) return optional(env, "SECRETS_KEY");
+	// Two sources could hold two keys: which one sealed the rows would be a guess.
+	if (optional(env, "SECRETS_KEY")) throw new ConfigError("SECRETS_KEY and SECRETS_KEY_FILE are both set: keep one");
+	const key = secretFromFile(env, "SECRETS_KEY")!;
+	if (key.length < 16) throw new ConfigError(`SECRETS_KEY_FILE: ${file} holds ${key.length} characters, at least 16 are needed`);
+	return key;
 }
 
 function busConfig(env: Env, transporter: string | null): BusConfig {
@@ -224,6 +248,13 @@ function machineListener(env: Env, host: string): Config["machineListener"] {
 	return { port: integer(env, "MACHINE_PORT", 0, 0, 65535), host: optional(env, "MACHINE_HOST") ?? host };
 }
 
+/** k8s/base/config.yaml ships REPLACE… placeholders: a deployment that kept one is refused, naming it. */
+function refusePlaceholders(env: Env): void {
+	for (const name of ["NATS_PASSWORD", "REDIS_URL"]) {
+		if (/REPLACE/.test(env[name] ?? "")) throw new ConfigError(`${name} still holds the example placeholder of k8s/base/config.yaml: set a secret of your own`);
+	}
+}
+
 /** A site's bus credential confines it to that site's subjects: a process for another site could only hang. */
 function checkSiteCredential(config: Config): void {
 	if (!config.transporter) return;
@@ -245,6 +276,7 @@ export function loadConfig(env: Env = process.env): Config {
 	const dataDir = path.resolve(optional(env, "DATA_DIR") ?? "data");
 	const logLevel = (optional(env, "LOG_LEVEL") ?? "info") as Config["logLevel"];
 	if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}`);
+	refusePlaceholders(env);
 	const transporter = optional(env, "TRANSPORTER");
 	if (transporter && !/^(nats|tls):\/\/[^,\s]+(,(nats|tls):\/\/[^,\s]+)*$/.test(transporter)) throw new ConfigError(`TRANSPORTER must be a nats:// or tls:// URL (comma-separated for several servers), got "${transporter.replace(/\/\/[^@/]*@/, "//…@")}"`);
 	const host = optional(env, "HOST") ?? "0.0.0.0";
@@ -266,7 +298,7 @@ export function loadConfig(env: Env = process.env): Config {
 		machineListener: machineListener(env, host),
 		auth: authMode(env),
 		apiTokens: optional(env, "API_TOKENS"),
-		secretsKey: optional(env, "SECRETS_KEY"),
+		secretsKey: secretsKey(env),
 		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
 		tunnels: tunnelConfig(env),
 		allowLoopbackNodes: env.ALLOW_LOOPBACK_NODES === "true",

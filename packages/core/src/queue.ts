@@ -78,10 +78,33 @@ export function queueProducerMixin(queueName: string): Partial<ServiceSchema> {
 			await this.queueEvents.waitUntilReady();
 		},
 		async stopped(this: any) {
-			await this.queueEvents?.close();
-			await this.queue?.close();
+			await closeWithin(this.queueEvents);
+			await closeWithin(this.queue);
 		},
 	};
+}
+
+/** How long a queue, its events or a worker may take to close before its connection is cut. */
+const CLOSE_WITHIN_MS = 3000;
+
+/**
+ * Close a BullMQ object, or cut its connection: with Redis already gone, close() waits on
+ * reconnects for ever, and a stop must end. A job cut short stalls and is retried elsewhere.
+ */
+async function closeWithin(closable: { close(): Promise<void>; disconnect(): Promise<void> } | undefined): Promise<void> {
+	if (!closable) return;
+	if ((await within(closable.close(), CLOSE_WITHIN_MS)) === "closed") return;
+	// disconnect() first waits for a connection too: it gets a moment, then the process moves on.
+	await within(closable.disconnect(), 1000);
+}
+
+/** "closed" when the promise settles within ms, else "gave up" (the promise is left to itself). */
+async function within(promise: Promise<unknown>, ms: number): Promise<"closed" | "gave up"> {
+	let timer: NodeJS.Timeout | undefined;
+	const gaveUp = new Promise<"gave up">((resolve) => (timer = setTimeout(() => resolve("gave up"), ms)));
+	const outcome = await Promise.race([promise.then(() => "closed" as const, () => "closed" as const), gaveUp]);
+	clearTimeout(timer);
+	return outcome;
 }
 
 /**
@@ -103,7 +126,7 @@ export function queueWorkerMixin(queueName: string, options: { concurrency?: num
 			await this.worker.waitUntilReady();
 		},
 		async stopped(this: any) {
-			await this.worker?.close();
+			await closeWithin(this.worker);
 		},
 	};
 }

@@ -12,8 +12,13 @@ export interface EntityOptions {
 	fields: ModelAttributes;
 	/** Validation rules of the fields a client may send on create (and, all optional, on update). */
 	params: Record<string, unknown>;
-	/** Fields that never leave the service in lists and JSON (e.g. sealed key material). */
+	/** Fields that never leave the service in lists and JSON (e.g. sealed key material); never sorted or searched by. */
 	hiddenFields?: string[];
+	/**
+	 * Fields secret in some rows only (a private key's text beside public keys' text): shown where the
+	 * service allows, never sorted or searched by.
+	 */
+	secretFields?: string[];
 	/** Sequelize model options, e.g. indexes on columns the service looks rows up by. */
 	modelOptions?: ModelOptions;
 }
@@ -55,20 +60,25 @@ function refuseNulls(fields: readonly string[]) {
 	};
 }
 
+/** An update's rules: every field optional, and no defaults (a field left out stays as it is). */
 function optionalRules(params: Record<string, unknown>): Record<string, unknown> {
 	return Object.fromEntries(
-		Object.entries(params).map(([name, rule]) => [name, { ...(rule as object), optional: true }]),
+		Object.entries(params).map(([name, rule]) => {
+			const { default: _createDefault, ...updateRule } = rule as Record<string, unknown>;
+			return [name, { ...updateRule, optional: true }];
+		}),
 	);
 }
 
 /**
  * A REST entity on the db mixin: list/get/create/update/remove under /api/<name>, validated
- * params (unknown fields are refused), sort and search restricted to real columns, 404s for
- * missing ids. Services add their own actions and hooks on top.
+ * params (unknown fields are refused), sort and search restricted to columns a caller may read,
+ * 404s for missing ids. Services add their own actions and hooks on top.
  */
 export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 	const columns = [...SYSTEM_COLUMNS, ...Object.keys(options.fields)];
 	const hidden = options.hiddenFields ?? [];
+	const queryable = columns.filter((c) => !hidden.includes(c) && !(options.secretFields ?? []).includes(c));
 	return {
 		mixins: [dbMixin({ name: options.name, define: options.fields, options: options.modelOptions })],
 		settings: {
@@ -79,7 +89,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 			list: {
 				rest: "GET /",
 				params: { ...MOLECULER_DB_INTERNALS, ...PAGING, $$strict: true },
-				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, columns) },
+				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, queryable) },
 			},
 			get: {
 				rest: "GET /:id",
@@ -141,7 +151,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
  * {id, text}; GET /:id answers the raw text, which is what iPXE `chain`, Anaconda `inst.ks=` and
  * `curl | bash` fetch, or the row as JSON when asked with Accept: application/json.
  */
-export function textRegistryMixin(name: string, extra: Pick<EntityOptions, "fields" | "params" | "hiddenFields"> = { fields: {}, params: {} }): Partial<ServiceSchema> {
+export function textRegistryMixin(name: string, extra: Pick<EntityOptions, "fields" | "params" | "hiddenFields" | "secretFields"> = { fields: {}, params: {} }): Partial<ServiceSchema> {
 	return {
 		mixins: [
 			entityMixin({
@@ -149,6 +159,7 @@ export function textRegistryMixin(name: string, extra: Pick<EntityOptions, "fiel
 				fields: { text: { type: DataTypes.TEXT, allowNull: false }, ...extra.fields },
 				params: { text: textParam(MAX_TEXT_BYTES), ...extra.params },
 				hiddenFields: extra.hiddenFields,
+				secretFields: extra.secretFields,
 			}),
 		],
 		actions: {

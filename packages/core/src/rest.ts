@@ -28,7 +28,10 @@ export function respondCreated<T>(ctx: Context<unknown, RequestMeta>, body: T, l
 	return body;
 }
 
-/** Columns a list may be sorted or searched by; anything else is a 422, never SQL. */
+/**
+ * Columns a list may be sorted or searched by — only those the caller may read: sorting or a LIKE
+ * search on any other column is an oracle for its values. Anything else is a 422, never SQL.
+ */
 export function checkListParams(params: { sort?: unknown; searchFields?: unknown }, columns: readonly string[]): void {
 	const names = (value: unknown, field: string): string[] => {
 		if (value === undefined) return [];
@@ -38,13 +41,18 @@ export function checkListParams(params: { sort?: unknown; searchFields?: unknown
 			return name;
 		});
 	};
-	for (const name of names(params.sort, "sort")) {
+	const sort = names(params.sort, "sort");
+	for (const name of sort) {
 		const column = name.replace(/^-/, "");
-		if (!columns.includes(column)) invalid("sort", `unknown column "${column}"; one of ${columns.join(", ")}`);
+		if (!columns.includes(column)) invalid("sort", `cannot sort by "${column}"; one of ${columns.join(", ")}`);
 	}
-	for (const name of names(params.searchFields, "searchFields")) {
-		if (!columns.includes(name)) invalid("searchFields", `unknown column "${name}"; one of ${columns.join(", ")}`);
+	const searchFields = names(params.searchFields, "searchFields");
+	for (const name of searchFields) {
+		if (!columns.includes(name)) invalid("searchFields", `cannot search "${name}"; one of ${columns.join(", ")}`);
 	}
+	// What was checked is what the database gets: "id " or ",x" must not reach it as an empty column.
+	if (params.sort !== undefined) params.sort = sort.length ? sort : undefined;
+	if (params.searchFields !== undefined) params.searchFields = searchFields.length ? searchFields : undefined;
 }
 
 /** fastest-validator rule: a positive integer id from the path. */

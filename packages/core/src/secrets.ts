@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ConfigError } from "./errors";
@@ -6,12 +6,18 @@ import { ConfigError } from "./errors";
 const SEALED_PREFIX = "sealed:v1:";
 
 /**
- * Seals secrets at rest (private SSH keys) with AES-256-GCM. The key comes from SECRETS_KEY (a
- * Kubernetes Secret; any string, hashed to 256 bits) or, on embedded defaults, from a key file
- * generated in the data dir on first use.
+ * Seals secrets at rest (private SSH keys) with AES-256-GCM, and derives secrets that need not be
+ * stored at all (tunnel passwords). The key comes from SECRETS_KEY or SECRETS_KEY_FILE (a Kubernetes
+ * Secret; any string, hashed to 256 bits) or, on embedded defaults, from a key file generated in the
+ * data dir on first use — beside the database it protects, so a deployment keeps it elsewhere.
  */
 export class Sealer {
-	private constructor(private readonly key: Buffer) {}
+	/** A key of its own for derivation (HKDF), so no value is ever both a ciphertext key and a MAC key. */
+	private readonly derivationKey: Buffer;
+
+	private constructor(private readonly key: Buffer) {
+		this.derivationKey = Buffer.from(hkdfSync("sha256", key, Buffer.alloc(0), "clusterplatform derived secrets", 32));
+	}
 
 	static fromSecret(secret: string): Sealer {
 		if (secret.length < 16) throw new ConfigError("SECRETS_KEY must be at least 16 characters");
@@ -32,6 +38,14 @@ export class Sealer {
 			}
 		}
 		return Sealer.fromSecret(fs.readFileSync(file, "utf8").trim());
+	}
+
+	/**
+	 * A secret for `purpose` (e.g. "tunnel-password:<nonce>"), 64 hex digits (HMAC-SHA256): whoever holds the
+	 * key makes it again, so the database needs to keep only a hash of it.
+	 */
+	derive(purpose: string): string {
+		return createHmac("sha256", this.derivationKey).update(purpose, "utf8").digest("hex");
 	}
 
 	static isSealed(value: string): boolean {

@@ -102,6 +102,11 @@ export function siteWorkersMixin<Status>(options: SiteWorkersOptions<Status>): P
 						this.warnOnce(`node ${worker.nodeID} of site "${worker.artifactId}" presents the identity of ${options.workerService} row ${existing.id} of site "${existing.artifactId}": ignored`);
 						continue;
 					}
+					// While the row's node is still connected, another node presenting its identity is not it.
+					if (existing?.online && existing.nodeID !== worker.nodeID && workers.some((w) => w.nodeID === existing.nodeID)) {
+						this.warnOnce(`node ${worker.nodeID} presents the identity of ${options.workerService} row ${existing.id}, whose node ${existing.nodeID} is still connected: ignored`);
+						continue;
+					}
 					present.push(worker.key);
 					const fresh = !existing || !existing.online || existing.nodeID !== worker.nodeID;
 					const changes = { artifactId: worker.artifactId, nodeID: worker.nodeID, online: true, lastSeen: now };

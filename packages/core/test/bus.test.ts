@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, RateLimiter, loadConfig, natsConnectionOptions, nodeIdOf, siteNodeId, siteOfNode, sitePermissions } from "../src";
+import { ConfigError, RateLimiter, loadConfig, rateKeyOf, natsConnectionOptions, nodeIdOf, siteNodeId, siteOfNode, sitePermissions } from "../src";
 
 describe("site node IDs: the site a node may act for is in its ID", () => {
 	it("round-trips a site tag with dots through one NATS subject token", () => {
@@ -76,3 +76,13 @@ describe("RateLimiter", () => {
 		expect([limiter.take("a", t), limiter.take("a", t), limiter.take("a", t)]).toEqual([0, 0, 0]);
 	});
 });
+
+describe("rateKeyOf", () => {
+	it("counts an IPv4 client by its address and an IPv6 client by its /64, however spelt", () => {
+		expect(rateKeyOf("192.0.2.7")).toBe("192.0.2.7");
+		for (const spelling of ["2001:db8:1:2::1", "2001:db8:1:2:ffff:0:0:9", "2001:DB8:1:2::abcd%eth0", "2001:0db8:0001:0002::"]) expect(rateKeyOf(spelling)).toBe("2001:db8:1:2::/64");
+		expect(rateKeyOf("::1")).toBe("0:0:0:0::/64");
+		expect(rateKeyOf(undefined)).toBe("unknown");
+	});
+});
+

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, mayActForSite, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
 import { STATE_EVENT, WORKER_SERVICE, type DistributorSettings, type WorkerStatus } from "./worker";
 import { DEVICE_PATTERN, checkUrl } from "./validation";
 
@@ -118,7 +118,8 @@ export const DistributorsService: ServiceSchema = {
 		[STATE_EVENT]: {
 			async handler(this: any, ctx: Context<WorkerStatus>) {
 				const row = await this.adapter.findOne({ where: { identity: ctx.params.identity } });
-				if (row) await this.record(ctx, row.id, stateColumns(ctx.params));
+				// Only a node of the row's own site reports its state (core/bus.ts).
+				if (row && mayActForSite(this.broker, ctx.nodeID!, row.artifactId)) await this.record(ctx, row.id, stateColumns(ctx.params));
 			},
 		},
 	},

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
+import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin, mayActForSite } from "@clusterplatform/core";
 import { DEVICE_PATTERN } from "@clusterplatform/distributor";
 import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
@@ -88,7 +88,8 @@ export const DnsesService: ServiceSchema = {
 		[DNS_STATE_EVENT]: {
 			async handler(this: any, ctx: Context<DnsWorkerStatus>) {
 				const row = await this.adapter.findOne({ where: { artifactId: ctx.params.artifactId } });
-				if (row) await this.record(ctx, row.id, { on: ctx.params.on, state: ctx.params.state, stateReason: ctx.params.reason });
+				// Only a node of the row's own site reports its state (core/bus.ts).
+				if (row && mayActForSite(this.broker, ctx.nodeID!, row.artifactId)) await this.record(ctx, row.id, { on: ctx.params.on, state: ctx.params.state, stateReason: ctx.params.reason });
 			},
 		},
 	},

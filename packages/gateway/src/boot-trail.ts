@@ -1,6 +1,10 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { BootEventKind, BootEventRecorder } from "@clusterplatform/core";
+import { RateLimiter, rateKeyOf, type BootEventKind, type BootEventRecorder } from "@clusterplatform/core";
 import { machineRequest } from "./machine-path";
+
+/** Steps one client (address, or IPv6 /64) may add to the history: a boot is a dozen, then one a second. */
+const STEPS_BURST = 60;
+const STEPS_PER_SECOND = 1;
 
 /** Longest URL path kept in an event's detail (artifact keys are the long ones). */
 const DETAIL_PATH_MAX = 200;
@@ -25,6 +29,8 @@ function clientAddress(req: IncomingMessage): string | null {
  * Refusals, 404s and URLs outside the machine path are not history: anyone could write them.
  */
 export function recordBootSteps(recorder: BootEventRecorder, next: (req: IncomingMessage, res: ServerResponse) => void) {
+	// Anonymous requests must not push real history out of the capped table.
+	const perClient = new RateLimiter(STEPS_BURST, STEPS_PER_SECOND);
 	return (req: IncomingMessage, res: ServerResponse): void => {
 		const step = bootStepOf(req);
 		// In a storm the batch fills within the second: the rest cost no listener at all.
@@ -32,7 +38,7 @@ export function recordBootSteps(recorder: BootEventRecorder, next: (req: Incomin
 			// The path only (no query), read now: moleculer-web rewrites req.url while routing.
 			const detailPath = step.pathname.slice(0, DETAIL_PATH_MAX);
 			res.once("finish", () => {
-				if (res.statusCode < 200 || res.statusCode > 299) return;
+				if (res.statusCode < 200 || res.statusCode > 299 || perClient.take(rateKeyOf(clientAddress(req))) > 0) return;
 				recorder.record({ kind: step.kind, ip: clientAddress(req), mac: null, artifactId: null, detail: `${req.method} ${detailPath} ${res.statusCode}` });
 			});
 		}

@@ -3,7 +3,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, RateLimiter, UnavailableError, configOf, entityMixin, invalid, respondCreated, textParam, type Caller, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, RateLimiter, UnavailableError, configOf, rateKeyOf, entityMixin, invalid, mayActForSite, respondCreated, textParam, type Caller, type RequestMeta } from "@clusterplatform/core";
 import { HOST_KEY_FINGERPRINT, WORKER_SERVICE, checkPrivateKey, fingerprint, type ScriptRecord, type ScriptResult } from "@clusterplatform/distributor";
 import type { EnrolmentCheck } from "./enrolments";
 
@@ -21,6 +21,16 @@ LOOPBACK.addAddress("::1", "ipv6");
 /** The IPv4 address inside an IPv4-mapped IPv6 one (::ffff:a.b.c.d), else the address itself. */
 function unmapped(ip: string): string {
 	return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1] ?? ip;
+}
+
+/**
+ * One spelling per address (IPv4 for IPv4-mapped, compressed lower-case IPv6, the zone kept), so
+ * ::ffff:10.0.0.5 or FE80:0::AB cannot register as a second row of a known node.
+ */
+export function canonicalIp(ip: string): string {
+	const [address, zone] = unmapped(ip.trim()).split("%") as [string, string | undefined];
+	if (!net.isIPv6(address)) return address;
+	return `${new URL(`http://[${address}]`).hostname.slice(1, -1)}${zone ? `%${zone}` : ""}`;
 }
 
 function familyOf(ip: string): "ipv4" | "ipv6" {
@@ -131,7 +141,9 @@ export const LocalnodesService: ServiceSchema = {
 	hooks: {
 		before: {
 			update(this: any, ctx: Context<{ ip?: string }>) {
-				if (ctx.params.ip !== undefined) this.refuseLoopback(ctx.params.ip);
+				if (ctx.params.ip === undefined) return;
+				ctx.params.ip = canonicalIp(ctx.params.ip);
+				this.refuseLoopback(ctx.params.ip);
 			},
 		},
 	},
@@ -147,12 +159,13 @@ export const LocalnodesService: ServiceSchema = {
 				},
 			},
 			async handler(this: any, ctx: Context<Registration, LocalnodeMeta>) {
+				ctx.params.ip = canonicalIp(ctx.params.ip);
 				const { ip, artifactId } = ctx.params;
 				this.refuseLoopback(ip);
 				const enrolled = await this.registrationStanding(ctx);
+				this.limitRegistrations(ctx);
 				const existing = await this.adapter.findOne({ where: { ip, artifactId } });
 				if (existing) return this.registerAgain(ctx, existing.get({ plain: true }), enrolled);
-				if (!enrolled) this.limitAnonymousRegistrations(ctx);
 				const { pingable, sshPort, hostKey } = ctx.params;
 				const fields = { ip, artifactId, ...(pingable === undefined ? {} : { pingable }), ...(sshPort === undefined ? {} : { sshPort }), ...(enrolled && hostKey ? { hostKey: hostKeyFingerprint("hostKey", hostKey) } : {}) };
 				try {
@@ -246,19 +259,22 @@ export const LocalnodesService: ServiceSchema = {
 			}
 			return standing === "enrolled";
 		},
-		limitAnonymousRegistrations(this: any, ctx: Context<Registration, LocalnodeMeta>): void {
+		/** Registrations not made by an operator, counted per source (enrolled ones too: the token is only as secret as the post-boot script). */
+		limitRegistrations(this: any, ctx: Context<Registration, LocalnodeMeta>): void {
+			if (ctx.meta.caller && !ctx.meta.caller.readOnly) return;
 			const { burst, perSecond } = configOf(this.broker).registrationLimit;
 			this.registrations ??= new RateLimiter(burst, perSecond);
-			const wait = this.registrations.take(ctx.meta.remoteAddress ?? "unknown");
+			const source = rateKeyOf(ctx.meta.remoteAddress);
+			const wait = this.registrations.take(source);
 			if (wait > 0) {
 				ctx.meta.$responseHeaders = { "Retry-After": String(wait) };
-				throw new Errors.MoleculerClientError(`too many new nodes registered from ${ctx.meta.remoteAddress ?? "this address"}: at most ${burst} at once, then ${perSecond} a second (enrolled registrations are not limited)`, 429, "TOO_MANY_REGISTRATIONS", { retryAfter: wait });
+				throw new Errors.MoleculerClientError(`too many registrations from ${source}: at most ${burst} at once, then ${perSecond} a second`, 429, "TOO_MANY_REGISTRATIONS", { retryAfter: wait });
 			}
 		},
 		/**
 		 * A node that is known registers again (a reboot, a rerun post-boot script): it may say it is
-		 * pingable, nothing more. Where its scripts go — its address and SSH port — and its pinned host
-		 * key change only through an operator, or (a host key not yet recorded) an enrolled registration.
+		 * pingable, nothing more. Where its scripts go — its address and SSH port — and its host key
+		 * change only through an operator; an enrolled node pins its key only with the row it creates.
 		 */
 		async registerAgain(this: any, ctx: Context<Registration, LocalnodeMeta>, row: NodeRow, enrolled: boolean) {
 			const { pingable, sshPort, hostKey } = ctx.params;
@@ -267,12 +283,12 @@ export const LocalnodesService: ServiceSchema = {
 				throw new ConflictError(`node ${row.id} (${row.ip}) is registered with SSH port ${row.sshPort}: registering again does not move it; an operator does (PUT /api/localnodes/${row.id})`, { field: "sshPort" });
 			}
 			const changes: Partial<NodeRow> = { ...(pingable === undefined ? {} : { pingable }), ...(operator && sshPort !== undefined ? { sshPort } : {}) };
-			if (hostKey && enrolled) {
+			if (hostKey && (enrolled || operator)) {
 				const key = hostKeyFingerprint("hostKey", hostKey);
-				if (row.hostKey && row.hostKey !== key && !operator) {
-					throw new ConflictError(`node ${row.id} has host key ${row.hostKey} accepted: a different one is accepted by an operator (PUT /api/localnodes/${row.id}/hostkey)`, { field: "hostKey" });
+				if (operator) changes.hostKey = key;
+				else if (row.hostKey !== key) {
+					throw new ConflictError(`node ${row.id} ${row.hostKey ? `has host key ${row.hostKey} accepted` : "has no host key accepted"}: an operator accepts one (PUT /api/localnodes/${row.id}/hostkey)`, { field: "hostKey" });
 				}
-				changes.hostKey = key;
 			}
 			const updated = await this.adapter.updateById(row.id, { $set: changes });
 			const json = await this.transformDocuments(ctx, {}, updated);
@@ -401,6 +417,8 @@ export const LocalnodesService: ServiceSchema = {
 		async distributorOf(this: any, ctx: Context, artifactId: string): Promise<string> {
 			try {
 				const { nodeID } = await ctx.call<{ nodeID: string }, { artifactId: string }>("distributors.siteNode", { artifactId });
+				// The site's secrets go only to a node of that site (core/bus.ts), whoever answered.
+				if (!mayActForSite(this.broker, nodeID, artifactId)) throw new UnavailableError(`no distributor for site "${artifactId}" is online (node ${nodeID} is not one of the site's)`, { artifactId });
 				return nodeID;
 			} catch (err) {
 				if ((err as Error).name === "ServiceNotFoundError") throw new UnavailableError(`no distributor for site "${artifactId}" is online (the distributors service is not running)`, { artifactId });

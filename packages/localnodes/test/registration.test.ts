@@ -108,6 +108,8 @@ describe("localnodes: registration cannot redirect an operator's script", () => 
 
 	// Last of these: from here on the site takes only enrolled registrations.
 	it("takes only enrolled registrations at a site that requires enrolment; an enrolled node's host key is pinned from its registration", async () => {
+		// Known before the site required enrolment, without an accepted key: enrolment will not pin one on it.
+		const known = await (await register(`ip=127.0.0.33&artifactId=${SITE}`)).json();
 		const created = await provisioner.api("/enrolments", { method: "POST", json: { artifactId: SITE } });
 		expect(created.status).toBe(201);
 		const { id: enrolmentId, token } = await created.json();
@@ -137,6 +139,9 @@ describe("localnodes: registration cannot redirect an operator's script", () => 
 		const swapped = await register(query, { body: new URLSearchParams({ enrolmentToken: token, hostKey: stranger.fingerprint }) });
 		expect(swapped.status).toBe(409);
 		expect((await row(id)).hostKey).toBe(enrolledNode.fingerprint);
+		const pinOnKnown = await register(`ip=127.0.0.33&artifactId=${SITE}`, { body: new URLSearchParams({ enrolmentToken: token, hostKey: stranger.publicKeyLine }) });
+		expect(pinOnKnown.status).toBe(409);
+		expect((await row(known.id)).hostKey).toBeNull();
 	});
 });
 
@@ -167,8 +172,24 @@ describe("localnodes: addresses no node has, and a bound on anonymous registrati
 		const limited = await register("ip=10.20.1.1&artifactId=flood");
 		expect(limited.status).toBe(429);
 		expect(Number(limited.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
-		// A node already known registers again freely; an operator registers as many as it likes.
-		expect((await register("ip=10.20.0.1&artifactId=flood")).status).toBe(200);
+		// Registering a known node again counts too (each is a boot-timeline entry); an operator is not limited.
+		expect((await register("ip=10.20.0.1&artifactId=flood")).status).toBe(429);
 		expect((await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.20.2.1", artifactId: "flood" } })).status).toBe(201);
+	});
+
+	it("answers lists whose sort or searchFields carry stray separators, never with a 500", async () => {
+		for (const query of ["sort=id%20", "sort=-id,", "sort=%2Cid", "search=10&searchFields=ip%20"]) expect([query, (await provisioner.api(`/localnodes?${query}`)).status]).toEqual([query, 200]);
+		for (const query of ["sort=%2Cx", "searchFields=%20hostKeyx&search=a"]) expect([query, (await provisioner.api(`/localnodes?${query}`)).status]).toEqual([query, 422]);
+	});
+
+	it("keeps one row per address however it is spelt", async () => {
+		const create = (ip: string) => provisioner.api("/localnodes", { method: "POST", json: { ip, artifactId: "spelling" } });
+		const first = await (await create("10.30.0.5")).json();
+		const mapped = await create("::ffff:10.30.0.5");
+		expect(mapped.status).toBe(200);
+		expect((await mapped.json()).id).toBe(first.id);
+		const v6 = await (await create("FE80:0::AB")).json();
+		expect(v6.ip).toBe("fe80::ab");
+		for (const spelling of ["fe80::ab", "fe80:0:0:0:0:0:0:ab", "FE80::00AB"]) expect((await (await create(spelling)).json()).id).toBe(v6.id);
 	});
 });

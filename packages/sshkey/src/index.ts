@@ -2,7 +2,8 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
-import { requireBinary, run } from "@clusterplatform/core";
+import { Errors } from "moleculer";
+import { requireBinary, run, type Caller, type RequestMeta } from "@clusterplatform/core";
 
 export const ALGORITHMS = ["ed25519", "ecdsa", "rsa"] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
@@ -27,7 +28,29 @@ export async function generateKeyPair(algorithm: Algorithm): Promise<{ algorithm
 	}
 }
 
-/** /api/sshkey: generates a key pair per request; nothing is stored. */
+/**
+ * Key generations one process runs at once: an RSA-4096 pair keeps a core busy for about a second,
+ * so a few parallel requests could otherwise take every core from the rest of the process.
+ */
+export const MAX_CONCURRENT_GENERATIONS = 2;
+/** What a refused request is told to wait (Retry-After, seconds): about one RSA-4096 generation. */
+const RETRY_AFTER_S = 2;
+
+type GenerateMeta = RequestMeta & { caller?: Caller | null };
+
+/** A new private key is for whoever may change things: a read-only token (or no token) gets 403. */
+function assertMayGenerate(ctx: Context<unknown, GenerateMeta>): void {
+	const { caller } = ctx.meta;
+	if (caller === null || caller?.readOnly) {
+		throw new Errors.MoleculerClientError("generating key pairs needs an admin token", 403, "FORBIDDEN", { token: caller?.name ?? null });
+	}
+}
+
+/**
+ * /api/sshkey: generates a key pair per request; nothing is stored. Admin tokens only, at most
+ * MAX_CONCURRENT_GENERATIONS at once per process; further requests get 429 with Retry-After (a
+ * client error: a flood of them is not logged as the server's failures).
+ */
 export const SshkeyService: ServiceSchema = {
 	name: "sshkey",
 	settings: { rest: "/sshkey" },
@@ -35,10 +58,24 @@ export const SshkeyService: ServiceSchema = {
 		generate: {
 			rest: "GET /",
 			params: { algorithm: { type: "enum", values: [...ALGORITHMS], default: "ed25519" }, $$strict: true },
-			handler(ctx: Context<{ algorithm: Algorithm }>) {
-				return generateKeyPair(ctx.params.algorithm);
+			async handler(this: any, ctx: Context<{ algorithm: Algorithm }, GenerateMeta>) {
+				assertMayGenerate(ctx);
+				if (this.generating >= MAX_CONCURRENT_GENERATIONS) {
+					ctx.meta.$responseHeaders = { "Retry-After": String(RETRY_AFTER_S) };
+					throw new Errors.MoleculerClientError(`too many key generations at once: the generator is busy with ${MAX_CONCURRENT_GENERATIONS}, retry in ${RETRY_AFTER_S} s`, 429, "TOO_MANY_GENERATIONS", { retryAfter: RETRY_AFTER_S });
+				}
+				this.generating++;
+				try {
+					return await generateKeyPair(ctx.params.algorithm);
+				} finally {
+					this.generating--;
+				}
 			},
 		},
+	},
+	created(this: any) {
+		/** Generations running now (read by tests to see the bound hold). */
+		this.generating = 0;
 	},
 };
 

@@ -2,7 +2,9 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { generateToken, tokenEntry } from "@clusterplatform/core";
+import { MAX_CONCURRENT_GENERATIONS } from "@clusterplatform/sshkey";
+import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
 
 /** ssh-keygen -y derives the public key from a private key: the pair belongs together. */
 function publicKeyOf(privateKey: string): string {
@@ -19,11 +21,15 @@ function publicKeyOf(privateKey: string): string {
 }
 
 const keyBody = (line: string) => line.trim().split(" ").slice(0, 2).join(" ");
+const READ_ONLY_TOKEN = generateToken();
 
 describe("sshkey generator", () => {
 	let provisioner: TestProvisioner;
 	beforeAll(async () => {
-		provisioner = await startTestProvisioner({ services: ["gateway", "sshkey"] });
+		provisioner = await startTestProvisioner({
+			services: ["gateway", "sshkey"],
+			env: { API_TOKENS: [tokenEntry("test-admin", TEST_ADMIN_TOKEN, false), tokenEntry("auditor", READ_ONLY_TOKEN, true)].join(",") },
+		});
 	});
 	afterAll(() => provisioner?.stop());
 
@@ -54,4 +60,38 @@ describe("sshkey generator", () => {
 		expect(error.data[0].field).toBe("algorithm");
 		expect(error.message).toMatch(/algorithm: must be one of ed25519, ecdsa, rsa/);
 	});
+
+	it("refuses a read-only token (403) and a caller without a token (401): a new private key is an admin's", async () => {
+		const readOnly = await provisioner.api("/sshkey?algorithm=rsa", { headers: { Authorization: `Bearer ${READ_ONLY_TOKEN}` } });
+		expect(readOnly.status).toBe(403);
+		expect((await readOnly.json()).message).toMatch(/admin token/);
+		expect((await fetch(`${provisioner.baseUrl}/api/sshkey?algorithm=rsa`)).status).toBe(401);
+	});
+
+	it(`runs at most ${MAX_CONCURRENT_GENERATIONS} RSA-4096 generations at once; the rest get 429 with Retry-After`, async () => {
+		const service = provisioner.broker.getLocalService("sshkey") as unknown as { generating: number };
+		let most = 0;
+		const sampler = setInterval(() => (most = Math.max(most, service.generating)), 2);
+		const started = Date.now();
+		let answers: Response[];
+		try {
+			answers = await Promise.all(Array.from({ length: 8 }, () => provisioner.api("/sshkey?algorithm=rsa")));
+		} finally {
+			clearInterval(sampler);
+		}
+		const made = answers.filter((r) => r.status === 200);
+		const busy = answers.filter((r) => r.status === 429);
+		console.log(`8 concurrent RSA-4096 requests: ${made.length} made, ${busy.length} refused, most at once ${most}, ${Date.now() - started} ms`);
+		expect(made.length + busy.length).toBe(8);
+		expect(made.length).toBeGreaterThanOrEqual(1);
+		expect(busy.length).toBeGreaterThanOrEqual(8 - 2 * MAX_CONCURRENT_GENERATIONS);
+		expect(most).toBeLessThanOrEqual(MAX_CONCURRENT_GENERATIONS);
+		for (const res of busy) {
+			expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+			expect((await res.json()).message).toMatch(/busy/);
+		}
+		for (const res of made) expect((await res.json()).publicKey).toMatch(/^ssh-rsa /);
+		expect(service.generating).toBe(0);
+		expect((await provisioner.api("/sshkey")).status).toBe(200);
+	}, 60_000);
 });

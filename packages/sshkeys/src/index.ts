@@ -38,7 +38,8 @@ function assertMayReadPrivate(ctx: Context<unknown, KeyMeta>): void {
 /**
  * /api/sshkeys: SSH keys by site (artifactId). Public keys go to nodes' authorized_keys and are
  * readable by booting hosts; private keys let a distributor reach its nodes: sealed at rest
- * (AES-256-GCM, SECRETS_KEY), never in lists, never echoed back, readable only with an admin token.
+ * (AES-256-GCM, SECRETS_KEY), on create and update alike, never in lists, never echoed back, never
+ * searched or sorted by, readable only with an admin token. Whether a key is private never changes.
  */
 export const SshkeysService: ServiceSchema = {
 	name: "sshkeys",
@@ -49,6 +50,8 @@ export const SshkeysService: ServiceSchema = {
 				private: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
 			},
 			params: { artifactId: ARTIFACT_ID_PARAM, private: { ...BOOLEAN_PARAM, default: false } },
+			// A private key's text (sealed or not) is no one's to sort or search by.
+			secretFields: ["text"],
 		}),
 	],
 	actions: {
@@ -81,18 +84,35 @@ export const SshkeysService: ServiceSchema = {
 		openKey(this: any, row: KeyRow): string {
 			return row.private && row.text && Sealer.isSealed(row.text) ? this.sealer().open(row.text) : (row.text ?? "");
 		},
+		/** The text to store: a key of the row's kind, sealed when private; else a 422 naming `text`. */
+		storedText(this: any, text: string, isPrivate: boolean): string {
+			if (isPrivate && !PRIVATE_KEY.test(text)) invalid("text", "is not a PEM/OpenSSH private key (-----BEGIN … PRIVATE KEY-----)");
+			if (!isPrivate && !PUBLIC_KEY.test(text)) invalid("text", "is not an OpenSSH public key line (e.g. \"ssh-ed25519 AAAA… comment\")");
+			return isPrivate ? this.sealer().seal(text) : text;
+		},
 	},
 	hooks: {
 		before: {
 			create(this: any, ctx: Context<{ text: string; private: boolean }>) {
-				const { text } = ctx.params;
-				if (ctx.params.private && !PRIVATE_KEY.test(text)) invalid("text", "is not a PEM/OpenSSH private key (-----BEGIN … PRIVATE KEY-----)");
-				if (!ctx.params.private && !PUBLIC_KEY.test(text)) invalid("text", "is not an OpenSSH public key line (e.g. \"ssh-ed25519 AAAA… comment\")");
-				if (ctx.params.private) ctx.params.text = this.sealer().seal(text);
+				ctx.params.text = this.storedText(ctx.params.text, ctx.params.private);
+			},
+			/**
+			 * Same checks and sealing as create. A key stays what it was created as: turning a private
+			 * key public would hand it to anyone, turning a public one private would hide it from nodes.
+			 */
+			async update(this: any, ctx: Context<{ id: number; text?: string; private?: boolean }>) {
+				const row: KeyRow = (await this.findOrFail(ctx.params.id)).get();
+				if (ctx.params.private !== undefined && ctx.params.private !== row.private) {
+					invalid("private", `cannot change (this key is ${row.private ? "private" : "public"}): add a new key and delete this one`);
+				}
+				if (ctx.params.text !== undefined && ctx.params.text !== null) ctx.params.text = this.storedText(ctx.params.text, row.private);
 			},
 		},
 		after: {
 			create(_ctx: Context, row: KeyRow) {
+				return withoutPrivateText(row);
+			},
+			update(_ctx: Context, row: KeyRow) {
 				return withoutPrivateText(row);
 			},
 			list(_ctx: Context, page: { rows: KeyRow[] }) {

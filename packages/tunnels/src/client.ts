@@ -88,6 +88,12 @@ export class TunnelLink {
 	}
 }
 
+/** Whether a pushed grant is the one a link runs with (host keys in any order). */
+function sameGrant(a: TunnelGrant, b: TunnelGrant): boolean {
+	const key = (g: TunnelGrant) => JSON.stringify([g.token, g.target, g.remotePort, g.public, g.sshHost, g.sshPort, [...g.hostKeys].sort()]);
+	return key(a) === key(b);
+}
+
 /**
  * The site side (with CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID naming the site): keeps one TunnelLink
  * per live tunnel of its site. It calls nothing on the cluster (a site's bus credential may not):
@@ -111,7 +117,9 @@ export const TunnelClientService: ServiceSchema = {
 				const links: Map<number, TunnelLink> = this.links;
 				if (this.stopping) return { links: links.size };
 				for (const [id, link] of links) {
-					if (!grants.some((g) => g.id === id)) {
+					// Gone, or changed (a new password, target, port or server key): the link starts again.
+					const grant = grants.find((g) => g.id === id);
+					if (!grant || !sameGrant(grant, link.grant)) {
 						link.stop();
 						links.delete(id);
 					}

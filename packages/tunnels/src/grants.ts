@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ID_PARAM, mayActForSite } from "@clusterplatform/core";
+import { ID_PARAM, mayActForSite, siteOfNode } from "@clusterplatform/core";
 import type { TunnelGrant } from "./manager";
 import { GRANTS_PUSH_MS, TUNNELS_CHANGED_EVENT, TUNNEL_PROBLEM_EVENT } from "./settings";
 
@@ -17,6 +17,8 @@ interface TunnelClientNode {
 export const tunnelGrantsMixin: Partial<ServiceSchema> = {
 	events: {
 		[TUNNELS_CHANGED_EVENT](this: any, ctx: Context<{ artifactId: string }>) {
+			// The cluster's tunnels services say so; a site's node has no business to (it would only make work).
+			if (ctx.nodeID && siteOfNode(ctx.nodeID) !== null) return;
 			void this.pushGrants(ctx.params.artifactId);
 		},
 		"$services.changed"(this: any) {

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConfigError, ConflictError, DataTypes, ID_PARAM, Op, Sealer, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
 import { tunnelGrantsMixin } from "./grants";
 import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT } from "./settings";
 
@@ -14,7 +14,9 @@ export interface TunnelRow {
 	public: boolean;
 	status: TunnelStatus;
 	statusReason: string | null;
-	token?: string;
+	tokenNonce?: string | null;
+	tokenHash?: string | null;
+	formerTokenHash?: string | null;
 }
 
 /** What a site's tunnel-client needs to open one tunnel (internal: carries the credential). */
@@ -46,11 +48,16 @@ const TARGET_PARAM = {
 
 const PORT_PARAM = { type: "number", integer: true, min: 1, max: 65535, optional: true };
 
-function sameToken(a: string, b: string): boolean {
-	const x = crypto.createHash("sha256").update(a).digest();
-	const y = crypto.createHash("sha256").update(b).digest();
-	return crypto.timingSafeEqual(x, y);
+const sha256 = (text: string) => crypto.createHash("sha256").update(text, "utf8").digest("hex");
+
+/** Whether a stored SHA-256 (hex) is the presented password's, compared in constant time. */
+function sameHash(stored: string | null | undefined, presentedHash: string): boolean {
+	const [a, b] = [Buffer.from(stored ?? "", "hex"), Buffer.from(presentedHash, "hex")];
+	return a.length === b.length && b.length > 0 && crypto.timingSafeEqual(a, b);
 }
+
+/** Columns the tunnel password is checked and made again from; never listed, sorted or searched by. */
+const PASSWORD_COLUMNS = ["tokenNonce", "tokenHash", "formerTokenHash"];
 
 /**
  * /api/tunnels: a site (artifactId) exposes `target` (host:port on its LAN, e.g. the gateway or a
@@ -70,11 +77,17 @@ export const TunnelsService: ServiceSchema = {
 				public: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: false },
 				status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "pending" },
 				statusReason: { type: DataTypes.TEXT, allowNull: true },
-				// The SSH password of this tunnel's client; never listed or echoed.
-				token: { type: DataTypes.STRING(64), allowNull: false },
+				// The SSH password of this tunnel's client is not stored: it is derived from SECRETS_KEY and
+				// this nonce when a client is handed it, and a login is checked against its SHA-256.
+				// (Nullable only so that an older database gains the columns; every row has them.)
+				tokenNonce: { type: DataTypes.STRING(64), allowNull: true },
+				tokenHash: { type: DataTypes.STRING(64), allowNull: true },
+				// SHA-256 of the password an older release issued and kept in the clear: the clients that
+				// got it before the upgrade still log in with it.
+				formerTokenHash: { type: DataTypes.STRING(64), allowNull: true },
 			},
 			params: { artifactId: ARTIFACT_ID_PARAM, target: TARGET_PARAM, remotePort: PORT_PARAM, public: { ...BOOLEAN_PARAM, optional: true } },
-			hiddenFields: ["token"],
+			hiddenFields: PASSWORD_COLUMNS,
 		}),
 	],
 	actions: {
@@ -88,7 +101,7 @@ export const TunnelsService: ServiceSchema = {
 					remotePort,
 					public: ctx.params.public ?? false,
 					status: "pending",
-					token: crypto.randomBytes(24).toString("hex"),
+					...this.newPassword(),
 				});
 				const json = await this.present(ctx, row);
 				ctx.broadcast(TUNNELS_CHANGED_EVENT, { artifactId: json.artifactId });
@@ -133,7 +146,10 @@ export const TunnelsService: ServiceSchema = {
 			async handler(this: any, ctx: Context<{ id: number; token: string }>) {
 				const found = await this.adapter.findById(ctx.params.id);
 				const row: TunnelRow | null = found ? found.get({ plain: true }) : null;
-				if (!row || row.status === "closed" || !sameToken(row.token!, ctx.params.token)) return null;
+				const presented = sha256(ctx.params.token);
+				// Both compared every time: how long a refusal takes says nothing about which hash exists.
+				const matches = [sameHash(row?.tokenHash, presented), sameHash(row?.formerTokenHash, presented)];
+				if (!row || row.status === "closed" || !matches.includes(true)) return null;
 				return { id: row.id, remotePort: row.remotePort, public: row.public };
 			},
 		},
@@ -155,10 +171,48 @@ export const TunnelsService: ServiceSchema = {
 			const rows = await this.adapter.model.findAll({ where: { artifactId, status: { [Op.ne]: "closed" } }, order: [["id", "ASC"]] });
 			const { sshPort } = configOf(this.broker).tunnels;
 			const hostKeys = this.serverHostKeys();
-			return rows.map((r: any) => {
-				const row: TunnelRow = r.get({ plain: true });
-				return { id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: row.token!, sshHost: this.publicHost(), sshPort, hostKeys };
-			});
+			return rows
+				.map((r: any) => r.get({ plain: true }) as TunnelRow)
+				.filter((row: TunnelRow) => row.tokenNonce)
+				.map((row: TunnelRow) => ({ id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: this.password(row.tokenNonce!), sshHost: this.publicHost(), sshPort, hostKeys }));
+		},
+		sealer(this: any): Sealer {
+			const config = configOf(this.broker);
+			this._sealer ??= Sealer.forDataDir(config.secretsKey, config.dataDir);
+			return this._sealer;
+		},
+		/** A tunnel's SSH password: made again from SECRETS_KEY and the row's nonce whenever a client needs it. */
+		password(this: any, nonce: string): string {
+			return this.sealer().derive(`tunnel-password:${nonce}`);
+		},
+		/** The columns of a new password: its nonce and its hash, never the password. */
+		newPassword(this: any): Pick<TunnelRow, "tokenNonce" | "tokenHash"> {
+			const tokenNonce = crypto.randomBytes(32).toString("hex");
+			return { tokenNonce, tokenHash: sha256(this.password(tokenNonce)) };
+		},
+		/**
+		 * Releases before this one kept each password in a clear `token` column. Each such row gets a
+		 * derived password (handed to clients from now on) and keeps only the old one's hash (clients
+		 * running since before the upgrade still log in); then the column is dropped.
+		 */
+		async hashClearPasswords(this: any): Promise<void> {
+			const model = this.adapter.model;
+			const queries = model.sequelize.getQueryInterface();
+			const table = model.getTableName();
+			if (!("token" in (await queries.describeTable(table)))) return;
+			const column = (name: string) => queries.quoteIdentifier(name);
+			const [rows] = await model.sequelize.query(`SELECT ${column("id")}, ${column("token")}, ${column("tokenNonce")} FROM ${queries.queryGenerator.quoteTable(table)}`);
+			for (const { id, token, tokenNonce } of rows as { id: number; token: string; tokenNonce: string | null }[]) {
+				// A row an interrupted start already gave a nonce keeps it: its clients may have that password.
+				const current = tokenNonce ? { tokenNonce, tokenHash: sha256(this.password(tokenNonce)) } : this.newPassword();
+				await model.update({ ...current, formerTokenHash: sha256(token) }, { where: { id } });
+			}
+			try {
+				await queries.removeColumn(table, "token");
+			} catch (err) {
+				throw new ConfigError(`tunnels: cannot drop the column "token" that held passwords in the clear (${(err as Error).message}): drop it by hand`);
+			}
+			this.logger.info(`tunnels: ${rows.length} password(s) an older release kept in the clear are now hashed; the column is dropped`);
 		},
 		serverHostKeys(this: any): string[] {
 			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
@@ -169,9 +223,8 @@ export const TunnelsService: ServiceSchema = {
 			return config.tunnels.publicHost ?? new URL(config.publicUrl).hostname;
 		},
 		withPublicUrl(this: any, row: TunnelRow) {
-			const { token: _secret, ...shown } = row;
 			const host = this.publicHost();
-			return { ...shown, publicUrl: `tcp://${host.includes(":") ? `[${host}]` : host}:${row.remotePort}` };
+			return { ...row, publicUrl: `tcp://${host.includes(":") ? `[${host}]` : host}:${row.remotePort}` };
 		},
 		async present(this: any, ctx: Context, row: unknown) {
 			return this.withPublicUrl(await this.transformDocuments(ctx, {}, row));
@@ -187,5 +240,8 @@ export const TunnelsService: ServiceSchema = {
 			for (let port = from; port <= to; port++) if (!taken.has(port)) return port;
 			throw new UnavailableError(`every remote port of TUNNEL_PORT_RANGE ${from}-${to} is in use`, { field: "remotePort" });
 		},
+	},
+	async started(this: any) {
+		await this.hashClearPasswords();
 	},
 };

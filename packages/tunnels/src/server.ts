@@ -19,6 +19,12 @@ interface Session {
 	listener: net.Server | null;
 }
 
+/** A connection that has not logged in yet, and the timer that cuts it. */
+interface Waiting {
+	socket: net.Socket;
+	timer: NodeJS.Timeout;
+}
+
 /** The server's SSH host key: TUNNEL_HOST_KEY (PEM/OpenSSH), else generated once into the data dir. */
 export function hostKey({ dataDir, tunnels }: Config): string {
 	if (tunnels.hostKey) return tunnels.hostKey;
@@ -40,11 +46,20 @@ function listen(server: net.Server, port: number, host: string): Promise<void> {
 	});
 }
 
+/** Wrong passwords one connection may try before it is cut. */
+const MAX_PASSWORD_ATTEMPTS = 3;
+
+const peerOf = (address: string | undefined, port: number | undefined) => `${address ?? "?"}:${port ?? 0}`;
+
 /**
  * The cluster's public tunnel endpoint: an SSH server (ssh2) on TUNNEL_SSH_PORT that only tunnel
  * clients the manager issued may log into (user tunnel-<id>, password its token). Each may ask for
  * exactly one reverse forward, its row's remotePort on 127.0.0.1 (0.0.0.0 when public); no shell,
  * exec, subsystem or direct-tcpip. Connections to that port travel as channels of the one SSH link.
+ *
+ * The port faces the internet, so what a stranger can hold is bounded (Config.tunnels): a connection
+ * that has not logged in within TUNNEL_AUTH_TIMEOUT is cut, at most TUNNEL_MAX_UNAUTHENTICATED wait
+ * to log in and TUNNEL_MAX_CONNECTIONS are held in all; past either cap a new one is closed at once.
  */
 export const TunnelServerService: ServiceSchema = {
 	name: "tunnel-server",
@@ -61,14 +76,39 @@ export const TunnelServerService: ServiceSchema = {
 			if (id === null) return null;
 			return this.broker.call("tunnels.authorize", { id, token: password }).catch(() => null);
 		},
-		accept(this: any, client: Connection): void {
+		/** A TCP connection to the SSH port: held (and timed) only while there is room for one more. */
+		admit(this: any, socket: net.Socket): void {
+			const { authTimeoutMs, maxUnauthenticated } = configOf(this.broker).tunnels;
+			const waiting: Map<string, Waiting> = this.unauthenticated;
+			const peer = peerOf(socket.remoteAddress, socket.remotePort);
+			if (waiting.size >= maxUnauthenticated || socket.remoteAddress === undefined || waiting.has(peer)) {
+				socket.destroy();
+				return;
+			}
+			waiting.set(peer, { socket, timer: setTimeout(() => socket.destroy(), authTimeoutMs) });
+			socket.once("close", () => this.loggedIn(peer));
+			socket.on("error", () => undefined);
+			this.ssh.injectSocket(socket);
+		},
+		/** The connection from `peer` logged in (or went): no longer timed, no longer counted as waiting. */
+		loggedIn(this: any, peer: string): void {
+			clearTimeout(this.unauthenticated.get(peer)?.timer);
+			this.unauthenticated.delete(peer);
+		},
+		accept(this: any, client: Connection, info: { ip: string; port: number }): void {
 			const session: Session = { grant: null as unknown as Grant, client, listener: null };
+			let wrongPasswords = 0;
 			client.on("authentication", (auth) => {
 				if (auth.method !== "password") return auth.reject(["password"]);
 				this.authorize(auth.username, auth.password).then((grant: Grant | null) => {
-					if (!grant) return auth.reject(["password"]);
+					if (!grant) {
+						auth.reject(["password"]);
+						if (++wrongPasswords >= MAX_PASSWORD_ATTEMPTS) client.end();
+						return;
+					}
 					session.grant = grant;
 					(this.sessions as Set<Session>).add(session);
+					this.loggedIn(peerOf(info.ip, info.port));
 					auth.accept();
 				});
 			});
@@ -133,6 +173,7 @@ export const TunnelServerService: ServiceSchema = {
 	},
 	created(this: any) {
 		this.sessions = new Set<Session>();
+		this.unauthenticated = new Map<string, Waiting>();
 		this.hostKey = hostKey(configOf(this.broker));
 		const parsed = utils.parseKey(this.hostKey);
 		if (parsed instanceof Error) throw new ConfigError(`tunnel-server host key: ${parsed.message}`);
@@ -142,15 +183,17 @@ export const TunnelServerService: ServiceSchema = {
 	},
 	async started(this: any) {
 		const settings = configOf(this.broker).tunnels;
-		this.ssh = new Server({ hostKeys: [this.hostKey] }, (client: Connection) => this.accept(client));
-		await new Promise<void>((resolve, reject) => {
-			this.ssh.once("error", reject);
-			this.ssh.listen(settings.sshPort, settings.sshBind, () => resolve());
-		});
+		// ssh2 speaks SSH on sockets this listener admits (it would time nothing before a client's first bytes).
+		this.ssh = new Server({ hostKeys: [this.hostKey] }, (client: Connection, info: { ip: string; port: number }) => this.accept(client, info));
+		this.tcp = net.createServer((socket) => this.admit(socket));
+		this.tcp.maxConnections = settings.maxConnections;
+		await listen(this.tcp, settings.sshPort, settings.sshBind);
+		this.tcp.on("error", (err: Error) => this.logger.warn(`tunnel SSH endpoint: ${err.message}`));
 		this.logger.info(`tunnel SSH endpoint on ${settings.sshBind}:${settings.sshPort}`);
 	},
 	async stopped(this: any) {
 		for (const session of [...(this.sessions as Set<Session>)]) this.drop(session);
-		await new Promise<void>((resolve) => (this.ssh ? this.ssh.close(() => resolve()) : resolve()));
+		for (const { socket } of [...(this.unauthenticated as Map<string, Waiting>).values()]) socket.destroy();
+		await new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
 	},
 };
