@@ -65,7 +65,7 @@ describe("clusterplatform command", () => {
 	it.each([
 		[["start"], { PORT: "http" }, "clusterplatform: PORT must be an integer from 0 to 65535, got \"http\""],
 		[["start", "nonsense"], {}, "clusterplatform: unknown service nonsense;"],
-		[["start"], { TRANSPORTER: "redis://x" }, "clusterplatform: TRANSPORTER must be a nats:// URL"],
+		[["start"], { TRANSPORTER: "redis://x" }, "clusterplatform: TRANSPORTER must be a nats:// or tls:// URL"],
 	])("refuses %j with %j in one clear line", async (args, env, message) => {
 		const cli = startServiceProcess(args, { DATA_DIR: dataDir(), ...env });
 		expect(await cli.exited).toBe(2);
