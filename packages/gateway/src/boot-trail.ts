@@ -17,7 +17,7 @@ export function bootStepOf(req: IncomingMessage): { kind: BootEventKind; pathnam
 }
 
 /** The client's address as the host knows it (IPv4 without the ::ffff: of a dual-stack socket). */
-function clientAddress(req: IncomingMessage): string | null {
+export function clientAddress(req: IncomingMessage): string | null {
 	const address = req.socket.remoteAddress ?? null;
 	return address?.startsWith("::ffff:") ? address.slice(7) : address;
 }

@@ -8,7 +8,7 @@ import { CONSOLE_BUILD_HINT, CONSOLE_PATH, CONSOLE_ROOT, consoleBuilt } from "@c
 import { BootEventRecorder, configOf, storeFor } from "@clusterplatform/core";
 import { AccessControl } from "./access";
 import { artifactHandler } from "./artifacts";
-import { recordBootSteps } from "./boot-trail";
+import { clientAddress, recordBootSteps } from "./boot-trail";
 import { consoleRequests } from "./console";
 import { requestBody } from "./json-body";
 import { createListener, listen } from "./listeners";
@@ -67,7 +67,7 @@ export const GatewayService: ServiceSchema = {
 				onBeforeCall(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage) {
 					ctx.meta.accept = req.headers.accept;
 					// Who is asking, for limits per source (e.g. anonymous node registrations).
-					ctx.meta.remoteAddress = req.socket.remoteAddress?.replace(/^::ffff:/, "");
+					ctx.meta.remoteAddress = clientAddress(req) ?? undefined;
 				},
 			},
 		],
