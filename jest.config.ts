@@ -43,6 +43,8 @@ const config: Config = {
 	transform: { "^.+\\.(t|j|mj)s$": swc as never },
 	transformIgnorePatterns: [`/node_modules/(?!(${esmOnlyPackages().map((n) => n.replace(/[.+]/g, "\\$&")).join("|")})/)`],
 	moduleNameMapper: {
+		// The test kit (test/support, a workspace package): every suite imports it by name.
+		"^@clusterplatform/test-kit/(.+)$": "<rootDir>/test/support/$1",
 		"^@clusterplatform/([a-z0-9-]+)$": "<rootDir>/packages/$1/src",
 		// Exports only an "import" condition, which jest's CommonJS resolver does not try.
 		"^unicorn-magic$": "<rootDir>/node_modules/unicorn-magic/node.js",

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
 import { CATALOGUE } from "@clusterplatform/cli";
-import { generateToken, Sealer, tokenEntry, TokenSet } from "@clusterplatform/core";
+import { CONFIG_VARIABLES, generateToken, Sealer, tokenEntry, TokenSet } from "@clusterplatform/core";
 import { imageOf, renderServicesYaml, SERVICES_FILE } from "../../k8s/generate";
 import { lintDockerfile } from "./dockerfile-lint";
 
@@ -42,22 +42,9 @@ function validateWithSchemas(objects: unknown[]): { kind: string; name: string |
 	return JSON.parse(output.toString());
 }
 
-/** Every env variable name the sources read: loadConfig's helpers and direct env/process.env reads. */
+/** Every env variable the provisioner reads: core's declared list (loadConfig refuses to read any other). */
 function envNamesTheCodeReads(): Set<string> {
-	const names = new Set<string>();
-	const walk = (dir: string): string[] =>
-		fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith(".ts") ? [path.join(dir, e.name)] : []));
-	for (const pkg of fs.readdirSync(path.join(ROOT, "packages"))) {
-		const src = path.join(ROOT, "packages", pkg, "src");
-		if (!fs.existsSync(src)) continue;
-		for (const file of walk(src)) {
-			const text = fs.readFileSync(file, "utf8");
-			for (const m of text.matchAll(/\b(?:optional|integer|required|env|secretFromFile)\(\s*env\s*,\s*"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!);
-			for (const m of text.matchAll(/\benv\??\.([A-Z][A-Z0-9_]*)\b/g)) names.add(m[1]!);
-			for (const m of text.matchAll(/\benv\[\s*["']([A-Z][A-Z0-9_]*)["']\s*\]/g)) names.add(m[1]!);
-		}
-	}
-	return names;
+	return new Set<string>(CONFIG_VARIABLES);
 }
 
 /** Workloads (Deployment, DaemonSet) and their containers. */
@@ -336,6 +323,21 @@ describe("Dockerfiles", () => {
 		}
 	});
 
+	it("every image installs the Debian packages of every service the manifests run in it (the Node image's sshkey too)", () => {
+		const dockerfileOf = (image: string) => SKAFFOLD.build.artifacts.find((a: { image: string }) => a.image === image)!.docker.dockerfile as string;
+		let checked = 0;
+		for (const container of workloads().flatMap(containersOf).filter((c) => isOurImage(c.image))) {
+			const facts = lintDockerfile(fs.readFileSync(path.join(ROOT, dockerfileOf(container.image)), "utf8"));
+			for (const service of servicesRunBy(container.args ?? container.command ?? [])) {
+				for (const [binary, pkg] of CATALOGUE[service]!.binaries ?? []) {
+					expect({ image: container.image, service, binary, installs: facts.aptPackages.includes(pkg) }).toEqual({ image: container.image, service, binary, installs: true });
+					checked++;
+				}
+			}
+		}
+		expect(checked).toBeGreaterThan(5);
+	});
+
 	it("the lint catches what it should (negative control)", () => {
 		const bad = lintDockerfile(`FROM node:latest\nFROM debian\nADD https://example.com/x.tgz /x\nUSER root\n`);
 		expect(bad.problems).toEqual(
@@ -353,9 +355,13 @@ describe("Dockerfiles", () => {
 	it("the iPXE worker image pins an iPXE release, warms its trees, and points IPXE_SOURCE_DIR at them", () => {
 		const content = fs.readFileSync(path.join(ROOT, "docker/ipxe-worker/Dockerfile"), "utf8");
 		expect(content).toMatch(/ARG IPXE_VERSION=v\d+\.\d+\.\d+/);
-		expect(content).toMatch(/git clone --depth 1 --branch "\$\{IPXE_VERSION\}" https:\/\/github\.com\/ipxe\/ipxe/);
-		expect(content).toMatch(/IPXE_SOURCE_DIR=\/opt\/ipxe/);
-		expect(content).toMatch(/RUN node \/app\/docker\/prepare-trees\.js/);
+		// Pinned by commit and checked (git get-tar-commit-id), wherever the tarball comes from.
+		expect(content).toMatch(/ARG IPXE_COMMIT=[0-9a-f]{40}\n/);
+		expect(content).toMatch(/ARG IPXE_SOURCE_URL=https:\/\/github\.com\/ipxe\/ipxe\/archive\/\$\{IPXE_COMMIT\}\.tar\.gz/);
+		expect(content).toMatch(/git get-tar-commit-id/);
+		// The layout scripts/setup gives a host (packages/ipxe/src/build.ts INSTALLED_IPXE), prepared by the same script.
+		expect(content).toMatch(/IPXE_SOURCE_DIR=\/opt\/clusterplatform\/ipxe /);
+		expect(content).toMatch(/RUN node \/app\/packages\/ipxe\/dist\/prepare\.js/);
 		const known = envNamesTheCodeReads();
 		for (const name of ["IPXE_SOURCE_DIR", "IPXE_PREPARE_PLATFORMS"]) expect(known).toContain(name);
 	});

@@ -5,6 +5,8 @@ import { storeFor } from "@clusterplatform/core";
 import { startTestProvisioner, type TestProvisioner } from "../support/provisioner";
 import { eventually } from "../support/ports";
 import { OVMF_CODE, OVMF_VARS, startQemu, startRequestRecorder, type RequestRecorder } from "../support/boot-qemu";
+import { ipxeSource } from "../support/ipxe-source";
+import { itIf } from "../support/requirements";
 
 /**
  * The heart of the media path: an ISO built through the REST API from GRUB and SYSLINUX parts
@@ -14,7 +16,8 @@ import { OVMF_CODE, OVMF_VARS, startQemu, startRequestRecorder, type RequestReco
  * `chain` the provisioner's mainscript → which chains the test's recorder: the recorder seeing
  * the request proves the whole chain. UEFI: OVMF → El Torito grub.img → GRUB finds the ISO by
  * label → chainloads ipxe.efi (serial output shows GRUB's messages and the iPXE banner). Debian's
- * prebuilt ipxe.efi cannot take a script from the ISO; that part needs IPXE_SOURCE_DIR.
+ * prebuilt ipxe.efi cannot take a script from the ISO; the last test builds one with the script
+ * embedded from the iPXE source tree (the one scripts/setup installs, or IPXE_SOURCE_DIR).
  */
 
 const LABEL = "Cluster Platform Provisioner ISO";
@@ -181,8 +184,8 @@ describe("ISO boot (QEMU, software CPU)", () => {
 			recorder.waitFor(/^\/reached-via-mainscript$/, BOOT_TIMEOUT_MS - 5000, before),
 		);
 		console.log(
-			"UEFI: the ISO's own script is NOT exercised here: Debian's prebuilt ipxe.efi cannot take a script from the ISO " +
-				"(it only gets one from DHCP, i.e. from a distributor). Set IPXE_SOURCE_DIR for an ipxe.efi with the script embedded.",
+			"UEFI: this ISO's own script is not exercised here: Debian's prebuilt ipxe.efi cannot take a script from the ISO " +
+				"(it only gets one from DHCP, i.e. from a distributor). The last test boots an ipxe.efi built from source with the script embedded.",
 		);
 	});
 
@@ -190,8 +193,7 @@ describe("ISO boot (QEMU, software CPU)", () => {
 		await bootUefi(iso, "disk", null, async () => undefined);
 	});
 
-	const ipxeSource = process.env.IPXE_SOURCE_DIR;
-	(ipxeSource ? it : it.skip)("UEFI with an ipxe.efi built from IPXE_SOURCE_DIR with the ISO's script embedded: the script reaches the mainscript", async () => {
+	itIf(ipxeSource().reason, "UEFI with an ipxe.efi built from the iPXE source tree with the ISO's script embedded: the script reaches the mainscript", async () => {
 		// A provisioner of its own with the ipxes builder (package @clusterplatform/ipxe) building from the source tree.
 		const withIpxe = await startTestProvisioner({ services: ["gateway", "mainscripts", "ipxes", "ipxes-worker", "grubs", "grubs-worker", "syslinuxs", "syslinuxs-worker", "isos", "isos-worker"] });
 		try {
@@ -233,9 +235,4 @@ describe("ISO boot (QEMU, software CPU)", () => {
 			await withIpxe.stop();
 		}
 	});
-	if (!ipxeSource) {
-		it("says what it skipped", () => {
-			console.log("SKIPPED: UEFI boot with an embedded script: IPXE_SOURCE_DIR is not set, and Debian's ipxe.efi cannot embed one.");
-		});
-	}
 });

@@ -7,6 +7,83 @@ import { freePort } from "./ports";
 export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE.fd";
 export const OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd";
 
+/** QEMU's firmware descriptors (docs/interop/firmware.json), as Debian's edk2 packages install them. */
+export const FIRMWARE_DESCRIPTORS = "/usr/share/qemu/firmware";
+
+export type GuestArch = "x86_64" | "i386" | "aarch64";
+
+export interface UefiFirmware {
+	/** The descriptor it was chosen from. */
+	descriptor: string;
+	/** The QEMU that runs it. */
+	qemu: string;
+	code: string;
+	varsTemplate: string;
+	features: string[];
+	/** Machine options the firmware needs (q35 + SMM for a Secure Boot build, virt for arm64). */
+	machineArgs: string[];
+}
+
+const QEMU_OF: Record<GuestArch, string> = { x86_64: "qemu-system-x86_64", i386: "qemu-system-i386", aarch64: "qemu-system-aarch64" };
+
+/**
+ * The UEFI firmware Debian installed for a guest architecture, chosen the way libvirt does from
+ * QEMU's firmware descriptors, but preferring a build without Secure Boot and never one with
+ * enrolled keys (iPXE is not signed). Null with the reason when there is none.
+ */
+export function uefiFirmware(arch: GuestArch): { firmware: UefiFirmware | null; reason: string | null } {
+	let names: string[] = [];
+	try {
+		names = fs.readdirSync(FIRMWARE_DESCRIPTORS).filter((n) => n.endsWith(".json")).sort();
+	} catch {
+		return { firmware: null, reason: `${FIRMWARE_DESCRIPTORS} does not exist: no QEMU firmware package is installed` };
+	}
+	const candidates = names.flatMap((name) => {
+		const descriptor = path.join(FIRMWARE_DESCRIPTORS, name);
+		const d = JSON.parse(fs.readFileSync(descriptor, "utf8"));
+		if (!d["interface-types"]?.includes("uefi") || d.mapping?.device !== "flash") return [];
+		if (!d.targets?.some((t: { architecture: string }) => t.architecture === arch)) return [];
+		const features: string[] = d.features ?? [];
+		if (features.includes("enrolled-keys")) return [];
+		const code: string = d.mapping.executable.filename;
+		const varsTemplate: string = d.mapping["nvram-template"].filename;
+		if (!fs.existsSync(code) || !fs.existsSync(varsTemplate)) return [];
+		const machineArgs =
+			arch === "aarch64"
+				? ["-machine", "virt", "-cpu", "cortex-a57"]
+				: features.includes("requires-smm")
+					? ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]
+					: [];
+		return [{ descriptor, qemu: QEMU_OF[arch], code, varsTemplate, features, machineArgs }];
+	});
+	candidates.sort((a, b) => Number(a.features.includes("secure-boot")) - Number(b.features.includes("secure-boot")));
+	const firmware = candidates[0] ?? null;
+	if (!firmware) return { firmware: null, reason: `no UEFI firmware for ${arch} in ${FIRMWARE_DESCRIPTORS} (without enrolled keys)` };
+	if (!qemuInstalled(firmware.qemu)) return { firmware: null, reason: `${firmware.qemu} is not installed` };
+	return { firmware, reason: null };
+}
+
+function qemuInstalled(binary: string): boolean {
+	return (process.env.PATH ?? "/usr/bin").split(":").some((dir) => fs.existsSync(path.join(dir, binary)));
+}
+
+/** pflash drives for a UEFI firmware, its variable store a fresh copy in `dir` (removed by the returned cleanup). */
+export function uefiFlashArgs(firmware: Pick<UefiFirmware, "code" | "varsTemplate">, dir: string): { args: string[]; cleanup(): void } {
+	const vars = path.join(dir, `vars-${Date.now()}-${Math.random().toString(36).slice(2)}.fd`);
+	fs.copyFileSync(firmware.varsTemplate, vars);
+	return {
+		args: ["-drive", `if=pflash,format=raw,readonly=on,file=${firmware.code}`, "-drive", `if=pflash,format=raw,file=${vars}`],
+		cleanup: () => fs.rmSync(vars, { force: true }),
+	};
+}
+
+export interface QemuOptions {
+	/** The QEMU binary (default qemu-system-x86_64). */
+	qemu?: string;
+	/** Guest memory, MiB (default 256). */
+	memoryMiB?: number;
+}
+
 export interface QemuRun {
 	pid: number;
 	/** Everything the guest wrote to its serial port so far. */
@@ -19,12 +96,12 @@ export interface QemuRun {
  * A QEMU guest under the software CPU (TCG), no display, serial port to a file in `dir`, user-mode
  * networking (10.0.2.2 is the host's loopback). Killed after `timeoutMs` whatever happens.
  */
-export function startQemu(dir: string, args: string[], timeoutMs: number): QemuRun {
+export function startQemu(dir: string, args: string[], timeoutMs: number, options: QemuOptions = {}): QemuRun {
 	const serialFile = path.join(dir, `serial-${Date.now()}-${Math.random().toString(36).slice(2)}.log`);
 	fs.writeFileSync(serialFile, "");
 	const child: ChildProcess = spawn(
-		"qemu-system-x86_64",
-		["-accel", "tcg", "-m", "256", "-display", "none", "-no-reboot", "-serial", `file:${serialFile}`, "-monitor", "none", ...args],
+		options.qemu ?? "qemu-system-x86_64",
+		["-accel", "tcg", "-m", String(options.memoryMiB ?? 256), "-display", "none", "-no-reboot", "-serial", `file:${serialFile}`, "-monitor", "none", ...args],
 		{ stdio: ["ignore", "ignore", "pipe"] },
 	);
 	let stderr = "";

@@ -2,7 +2,13 @@ import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
-const CLI = path.join(REPO_ROOT, "packages", "cli", "dist", "main.js");
+/** The built `clusterplatform` command (`npm run build` precedes `npm test`). */
+export const CLI = path.join(REPO_ROOT, "packages", "cli", "dist", "main.js");
+
+/** What a process of ours gets from the test's environment: only PATH and HOME; the rest it is given. */
+function baseEnv(): Record<string, string> {
+	return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root" };
+}
 
 /** A `clusterplatform` process the test started; stop()/kill() end exactly that PID. */
 export interface ServiceProcess {
@@ -24,7 +30,7 @@ export function startServiceProcess(args: string[], env: Record<string, string>)
 /** Any Node script of ours as its own OS process (e.g. a fixture playing an attacker on the bus). */
 export function startProcess(script: string, env: Record<string, string>, args: string[] = []): ServiceProcess {
 	const child: ChildProcess = spawn(process.execPath, [script, ...args], {
-		env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", LOG_LEVEL: "warn", ...env },
+		env: { ...baseEnv(), LOG_LEVEL: "warn", ...env },
 		stdio: ["ignore", "pipe", "pipe"],
 	});
 	let output = "";
@@ -39,4 +45,38 @@ export function startProcess(script: string, env: Record<string, string>, args: 
 		clearTimeout(timer);
 	};
 	return { pid: child.pid!, output: () => output, exited, stop: () => end("SIGTERM"), kill: () => end("SIGKILL") };
+}
+
+export interface CliRun {
+	code: number | null;
+	stdout: string;
+	stderr: string;
+	/** When each piece of stdout arrived (ms since the start), to tell streamed output from buffered. */
+	stdoutTimes: { at: number; text: string }[];
+}
+
+/** The built `clusterplatform` command as its own process, configured only by its environment; killed after 2 minutes. */
+export function cli(args: string[], env: Record<string, string>, input?: string): Promise<CliRun> {
+	return new Promise((resolve, reject) => {
+		const child = spawn(process.execPath, [CLI, ...args], {
+			env: { ...baseEnv(), ...env },
+			stdio: ["pipe", "pipe", "pipe"],
+		});
+		let stdout = "";
+		let stderr = "";
+		const started = Date.now();
+		const stdoutTimes: CliRun["stdoutTimes"] = [];
+		child.stdout.on("data", (chunk) => {
+			stdout += chunk;
+			stdoutTimes.push({ at: Date.now() - started, text: String(chunk) });
+		});
+		child.stderr.on("data", (chunk) => (stderr += chunk));
+		const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+		child.once("error", reject);
+		child.once("close", (code) => {
+			clearTimeout(timer);
+			resolve({ code, stdout, stderr, stdoutTimes });
+		});
+		child.stdin.end(input ?? "");
+	});
 }

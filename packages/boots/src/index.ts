@@ -50,7 +50,18 @@ export const BootsService: ServiceSchema = {
 				detail: { type: DataTypes.STRING(500), allowNull: false },
 			},
 			params: {},
-			modelOptions: { indexes: [{ fields: ["ip"] }, { fields: ["mac"] }] },
+			// The host views look events up by ip and MAC, a site's by artifactId (the first two keep Sequelize's
+			// generated names, boots_ip and boots_mac, so existing databases are not indexed twice); on PostgreSQL
+			// the lists' substring search by ip and MAC has trigram indexes (see core/db.ts).
+			modelOptions: {
+				indexes: [
+					{ fields: ["ip"] },
+					{ fields: ["mac"] },
+					{ name: "boots_site", fields: ["artifactId"] },
+					{ name: "boots_ip_search", fields: ["ip"], using: "gin", operator: "gin_trgm_ops" },
+					{ name: "boots_mac_search", fields: ["mac"], using: "gin", operator: "gin_trgm_ops" },
+				],
+			},
 		}),
 	],
 	actions: {

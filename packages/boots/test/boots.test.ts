@@ -3,18 +3,18 @@ import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { BOOT_EVENTS, BootEventRecorder, type BootEvent } from "@clusterplatform/core";
-import { DnsmasqBootLog } from "@clusterplatform/distributor";
+import { DnsmasqBootLog, completeMacsFromNeighbours } from "@clusterplatform/distributor";
 import { hostsOf } from "@clusterplatform/boots";
-import { eventually } from "../../../test/support/ports";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 const MAC = "52:54:00:c0:ff:ee";
 
 describe("dnsmasq's log as boot events", () => {
-	it("joins a proxy-DHCP answer's PXE and bootfile lines by transaction id, and reads TFTP transfers", () => {
+	it("joins a proxy-DHCP answer's PXE and bootfile lines by transaction id, and reads TFTP transfers", async () => {
 		const arp = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "cpp-arp-")), "arp");
 		fs.writeFileSync(arp, `IP address       HW type     Flags       HW address            Mask     Device\n10.0.0.150       0x1         0x2         ${MAC}     *        eth0\n10.0.0.151       0x1         0x0         00:00:00:00:00:00     *        eth0\n`);
-		const log = new DnsmasqBootLog(arp);
+		const log = new DnsmasqBootLog();
 		expect(log.parse(`dnsmasq-dhcp[42]: 3952163913 PXE(veth0) ${MAC.toUpperCase()} proxy`)).toBeNull();
 		expect(log.parse("dnsmasq-dhcp[42]: 3952163913 tags: efi64, veth0")).toBeNull();
 		expect(log.parse("dnsmasq-dhcp[42]: 3952163913 bootfile name: ipxe.efi")).toEqual({ kind: "dhcp", ip: null, mac: MAC, detail: "proxy: boot ipxe.efi" });
@@ -22,10 +22,15 @@ describe("dnsmasq's log as boot events", () => {
 		expect(log.parse("dnsmasq-dhcp[42]: 3952163913 bootfile name: ipxe.efi")).toBeNull();
 		expect(log.parse(`dnsmasq-dhcp[42]: 77 PXE(veth0) 10.0.0.150 ${MAC} ipxe.efi`)).toBeNull();
 		expect(log.parse("dnsmasq-dhcp[42]: 77 bootfile name: ipxe.efi")).toMatchObject({ ip: "10.0.0.150", mac: MAC });
-		// The neighbour table links the transfer's address to the MAC; an incomplete entry links nothing.
-		expect(log.parse("dnsmasq-tftp[42]: sent /var/lib/cpp/tftp/ipxe.efi to 10.0.0.150")).toEqual({ kind: "tftp", ip: "10.0.0.150", mac: MAC, detail: "sent ipxe.efi" });
-		expect(log.parse("dnsmasq-tftp[42]: file /var/lib/cpp/tftp/nope not found for 10.0.0.151")).toEqual({ kind: "tftp", ip: "10.0.0.151", mac: null, detail: "not found: nope" });
+		const sent = log.parse("dnsmasq-tftp[42]: sent /var/lib/cpp/tftp/ipxe.efi to 10.0.0.150");
+		const missing = log.parse("dnsmasq-tftp[42]: file /var/lib/cpp/tftp/nope not found for 10.0.0.151");
+		expect(sent).toEqual({ kind: "tftp", ip: "10.0.0.150", mac: null, detail: "sent ipxe.efi" });
+		expect(missing).toEqual({ kind: "tftp", ip: "10.0.0.151", mac: null, detail: "not found: nope" });
 		expect(log.parse("dnsmasq[42]: started, version 2.90 DNS disabled")).toBeNull();
+		// Per batch, the neighbour table links a transfer's address to the MAC; an incomplete entry links nothing.
+		await completeMacsFromNeighbours([sent!, missing!], arp);
+		expect(sent!.mac).toBe(MAC);
+		expect(missing!.mac).toBeNull();
 	});
 
 	it("groups a host's MAC-only and IP events once one event links them", () => {
@@ -57,6 +62,29 @@ describe("BootEventRecorder", () => {
 			expect(recorder.admit()).toBe(true);
 			await recorder.stop();
 			expect(batches).toHaveLength(1);
+		} finally {
+			await broker.stop();
+		}
+	});
+
+	it("completes a batch once, before it is sent (the distributor fills in MACs there)", async () => {
+		const broker = new ServiceBroker({ logger: false });
+		const batches: BootEvent[][] = [];
+		broker.createService({ name: "boots", events: { [BOOT_EVENTS]: (ctx: { params: { events: BootEvent[] } }) => void batches.push(ctx.params.events) } });
+		await broker.start();
+		try {
+			let completions = 0;
+			const recorder = new BootEventRecorder(broker, {
+				flushMs: 60_000,
+				complete: async (events) => {
+					completions++;
+					for (const event of events) event.mac ??= MAC;
+				},
+			});
+			for (let i = 0; i < 3; i++) recorder.record({ kind: "tftp", ip: `10.0.0.${i}`, mac: null, artifactId: "site", detail: "sent ipxe.efi" });
+			await recorder.flush();
+			expect(completions).toBe(1);
+			expect(batches[0]!.map((e) => e.mac)).toEqual([MAC, MAC, MAC]);
 		} finally {
 			await broker.stop();
 		}

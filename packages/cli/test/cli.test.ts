@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { eventually, freePort } from "../../../test/support/ports";
-import { startServiceProcess } from "../../../test/support/processes";
+import { eventually, freePort } from "@clusterplatform/test-kit/ports";
+import { startServiceProcess } from "@clusterplatform/test-kit/processes";
 
 describe("clusterplatform command", () => {
 	const dirs: string[] = [];

@@ -5,10 +5,10 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig, storeFor } from "@clusterplatform/core";
 import { startProvisioner, type RunningProvisioner } from "@clusterplatform/cli";
-import { eventually, freePort, waitForPort } from "../../../test/support/ports";
-import { startTestProvisioner, TEST_ADMIN_TOKEN, type TestProvisioner } from "../../../test/support/provisioner";
-import { startNats, type TestServer } from "../../../test/support/servers";
-import { cli } from "./support/cli";
+import { eventually, freePort, waitForPort } from "@clusterplatform/test-kit/ports";
+import { startTestProvisioner, TEST_ADMIN_TOKEN, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { startNats, type TestServer } from "@clusterplatform/test-kit/servers";
+import { cli } from "@clusterplatform/test-kit/processes";
 
 const SITE = "cli.test.site";
 const REQUIRED = ["dropbear", "dropbearkey", "unshare"];

@@ -4,9 +4,9 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
-import { freePort } from "../../../test/support/ports";
-import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { CLI, cli } from "./support/cli";
+import { freePort } from "@clusterplatform/test-kit/ports";
+import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { CLI, cli } from "@clusterplatform/test-kit/processes";
 
 const LABEL = "CPP CLI TEST";
 const READ_ONLY_TOKEN = generateToken();

@@ -3,8 +3,8 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { processAlive } from "@clusterplatform/core";
-import { eventually, freePort } from "../../../test/support/ports";
-import { REPO_ROOT } from "../../../test/support/processes";
+import { eventually, freePort } from "@clusterplatform/test-kit/ports";
+import { REPO_ROOT } from "@clusterplatform/test-kit/processes";
 
 /** Every process in a group: /proc/<pid>/stat's fifth field is the process group. */
 function groupMembers(group: number): number[] {

@@ -1,8 +1,16 @@
 import net from "node:net";
 import { ConfigError, invalid } from "./errors";
 
-/** A DNS name: labels of letters, digits and inner hyphens. */
+/** A DNS name (RFC 1123): labels of letters, digits and inner hyphens (1..63), at most 253 in all. */
 export const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/** A DNS name, fully qualified ("lan.example.") or not. */
+export function isHostName(value: string): boolean {
+	return HOST_NAME.test(value.endsWith(".") ? value.slice(0, -1) : value);
+}
+
+/** An IPv4 address in dotted quads, as a validator pattern; the same addresses net.isIPv4 takes. */
+export const IPV4_PATTERN = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export interface HostPort {
 	host: string;

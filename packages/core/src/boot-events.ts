@@ -32,7 +32,12 @@ export class BootEventRecorder {
 
 	constructor(
 		private readonly broker: ServiceBroker,
-		private readonly options: { flushMs?: number; maxBatch?: number } = {},
+		private readonly options: {
+			flushMs?: number;
+			maxBatch?: number;
+			/** Fills in what a batch lacks (e.g. MACs of addresses), once per batch and off the recording path. */
+			complete?: (events: BootEvent[]) => Promise<void>;
+		} = {},
 	) {}
 
 	/** Whether an event would be kept now; one that would not is counted as dropped. Cheap: ask first. */
@@ -59,6 +64,7 @@ export class BootEventRecorder {
 			this.broker.logger.warn(`boot timeline: ${this.dropped} events dropped (more than ${this.options.maxBatch ?? 250} in one batch)`);
 			this.dropped = 0;
 		}
+		await this.options.complete?.(events).catch((err: Error) => this.broker.logger.warn(`boot timeline: ${err.message}`));
 		// No boots service running is not an error of the caller's: the timeline is then not kept.
 		await this.broker.emit(BOOT_EVENTS, { events }, { groups: ["boots"] }).catch(() => undefined);
 	}

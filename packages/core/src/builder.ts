@@ -1,16 +1,13 @@
 import { createHash, randomUUID } from "node:crypto";
-import fsp from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
 import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
-import { Errors } from "moleculer";
 import type { ModelAttributes } from "sequelize";
-import { UnrecoverableError, type Job } from "bullmq";
+import { UnrecoverableError } from "bullmq";
 import type { Config } from "./config";
 import { configOf } from "./context";
 import { DataTypes, Op } from "./db";
-import { JOB_STATUSES, UNFINISHED, clampProgress, jobRowsMixin, type JobStatus } from "./job-rows";
-import { queueProducerMixin, queueWorkerMixin } from "./queue";
+import { JOB_ROW_FIELDS, JOB_STATUSES, UNFINISHED, clampProgress, jobRowsMixin, type JobStatus } from "./job-rows";
+import { jobWorkerMixin } from "./job-worker";
+import { queueProducerMixin } from "./queue";
 import { entityMixin } from "./registry";
 import { ID_PARAM, respondCreated } from "./rest";
 import { storeFor, type ObjectStore } from "./store";
@@ -37,8 +34,11 @@ export interface BuilderSpec {
 	 * inputs do not determine the output, e.g. they point at URLs whose content can change.
 	 */
 	cacheable?(inputs: Record<string, any>, config: Config): boolean;
-	/** Bump when the same inputs would now build a different artifact; part of the cache key. */
-	version?: string;
+	/**
+	 * Bump when the same inputs would now build a different artifact; part of the cache key. A
+	 * function when the workers' configuration decides what gets built (e.g. iPXE from source or not).
+	 */
+	version?: string | ((config: Config) => string);
 }
 
 export interface BuildContext {
@@ -108,10 +108,16 @@ function sortedJson(value: unknown): string {
 	return JSON.stringify(value ?? null);
 }
 
+function requireConfig(config: Config | undefined, builder: string): Config {
+	if (!config) throw new Error(`inputsHash: ${builder}'s version depends on the configuration; pass it`);
+	return config;
+}
+
 /** Content address of a build: normalized inputs + builder name and version. */
-export function inputsHash(spec: Pick<BuilderSpec, "name" | "version">, inputs: Record<string, unknown>): string {
+export function inputsHash(spec: Pick<BuilderSpec, "name" | "version">, inputs: Record<string, unknown>, config?: Config): string {
+	const version = typeof spec.version === "function" ? spec.version(requireConfig(config, spec.name)) : spec.version;
 	return createHash("sha256")
-		.update(sortedJson({ builder: spec.name, version: spec.version ?? "1", inputs }))
+		.update(sortedJson({ builder: spec.name, version: version ?? "1", inputs }))
 		.digest("hex");
 }
 
@@ -127,15 +133,12 @@ function artifactKeyOf(spec: BuilderSpec, id: number, inputs: Record<string, unk
 export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 	const resultColumns = Object.keys(spec.resultFields ?? {});
 	const fields: ModelAttributes = {
-		status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "queued" },
-		progress: { type: DataTypes.FLOAT, allowNull: false, defaultValue: 0 },
-		error: { type: DataTypes.TEXT, allowNull: true },
+		...JOB_ROW_FIELDS,
 		url: { type: DataTypes.STRING(2048), allowNull: true },
 		...spec.fields,
 		...spec.resultFields,
 		artifactKey: { type: DataTypes.STRING(1024), allowNull: true },
 		inputsHash: { type: DataTypes.STRING(64), allowNull: true },
-		jobId: { type: DataTypes.STRING(64), allowNull: true },
 	};
 	return {
 		mixins: [
@@ -155,7 +158,7 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				async handler(this: any, ctx: Context<Record<string, unknown>>) {
 					const inputs: Record<string, unknown> = this.pickFields(ctx.params);
 					await spec.validate?.(inputs, ctx);
-					const hash = inputsHash(spec, inputs);
+					const hash = inputsHash(spec, inputs, configOf(this.broker));
 					const reused = spec.cacheable?.(inputs, configOf(this.broker)) === false ? null : await this.reuseArtifact(inputs, hash);
 					const row = reused ?? (await this.enqueueBuild(inputs, hash));
 					const json = await this.transformDocuments(ctx, {}, row);
@@ -247,76 +250,36 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 	};
 }
 
-function processAlive(pid: number): boolean {
-	try {
-		process.kill(pid, 0);
-		return true;
-	} catch (err) {
-		return (err as NodeJS.ErrnoException).code === "EPERM";
-	}
-}
-
-/**
- * Work dirs left by a worker that was killed (it could not clean up): `cpp-<name>-<id>-p<pid>-…`
- * whose process is gone. Returns how many were removed.
- */
-export async function sweepStaleWorkDirs(name: string, root = os.tmpdir()): Promise<number> {
-	const pattern = new RegExp(`^cpp-${name.replace(/[^A-Za-z0-9_-]/g, "")}-\\d+-p(\\d+)-`);
-	let removed = 0;
-	for (const entry of await fsp.readdir(root).catch(() => [] as string[])) {
-		const pid = Number(pattern.exec(entry)?.[1]);
-		if (!pid || pid === process.pid || processAlive(pid)) continue;
-		await fsp.rm(path.join(root, entry), { recursive: true, force: true });
-		removed++;
-	}
-	return removed;
-}
-
 /**
  * Worker half: consumes the queue, runs `build` in a private work dir, uploads the file to
  * `<name>/<id>/<artifactName>` and returns where it went; the manager writes the row. A client
  * error (4xx) thrown by a build fails the job at once, anything else is retried by BullMQ.
  */
 export function builderWorkerMixin(spec: WorkerSpec): Partial<ServiceSchema> {
-	const timeout = spec.timeout ?? 10 * 60 * 1000;
-	return {
-		mixins: [queueWorkerMixin(spec.name, { concurrency: spec.concurrency ?? 1, lockDuration: spec.lockDuration ?? 10_000 })],
-		async started(this: any) {
-			const removed = await sweepStaleWorkDirs(spec.name);
-			if (removed) this.logger.info(`${spec.name}-worker: removed ${removed} work dir(s) of killed workers`);
+	return jobWorkerMixin<JobData, JobOutcome>({
+		queue: spec.name,
+		concurrency: spec.concurrency ?? 1,
+		lockDuration: spec.lockDuration ?? 10_000,
+		timeoutMs: spec.timeout ?? 10 * 60 * 1000,
+		what: "build",
+		idOf: (job) => job.data?.id,
+		async run(this: any, { job, id, workDir, signal, config, logger }) {
+			const { inputs } = job.data;
+			const store = storeFor(config);
+			const result = await spec.build({
+				id,
+				inputs,
+				workDir,
+				progress: (percent) => job.updateProgress(clampProgress(percent) ?? 0),
+				signal,
+				logger,
+				store,
+				config,
+				broker: this.broker,
+			});
+			const key = artifactKeyOf(spec, id, inputs);
+			await store.putFile(key, result.file);
+			return { key, fields: result.fields ?? {} };
 		},
-		methods: {
-			async processJob(this: any, job: Job<JobData>): Promise<JobOutcome> {
-				const { id, inputs } = job.data;
-				const config = configOf(this.broker);
-				const store = storeFor(config);
-				const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `cpp-${spec.name}-${id}-p${process.pid}-`));
-				const controller = new AbortController();
-				const timer = setTimeout(() => controller.abort(new Error(`build timed out after ${timeout} ms`)), timeout);
-				try {
-					const result = await spec.build({
-						id,
-						inputs,
-						workDir,
-						progress: (percent) => job.updateProgress(clampProgress(percent) ?? 0),
-						signal: controller.signal,
-						logger: this.logger,
-						store,
-						config,
-						broker: this.broker,
-					});
-					const key = artifactKeyOf(spec, id, inputs);
-					await store.putFile(key, result.file);
-					return { key, fields: result.fields ?? {} };
-				} catch (err) {
-					if (err instanceof Errors.MoleculerClientError) throw new UnrecoverableError(err.message);
-					if (controller.signal.aborted) throw new Error(String((controller.signal.reason as Error)?.message ?? "build aborted"));
-					throw err;
-				} finally {
-					clearTimeout(timer);
-					await fsp.rm(workDir, { recursive: true, force: true });
-				}
-			},
-		},
-	};
+	});
 }

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { parseHostPort, type HostPort } from "./address";
 import { busUserName, natsConnectionOptions } from "./bus";
@@ -65,6 +66,18 @@ export interface BusConfig {
 	tls: { caFile: string | null; certFile: string | null; keyFile: string | null } | null;
 }
 
+/** The ipxes worker's iPXE source settings; packages/ipxe (build.ts) gives them their meaning. */
+export interface IpxeConfig {
+	/** IPXE_SOURCE_DIR: an iPXE tree, "none" for Debian's prebuilt binaries; null: setup's install when present. */
+	sourceDir: string | null;
+	/** IPXE_TREES_DIR: where prepared object trees live; null: the default for the source. */
+	treesDir: string | null;
+	/** IPXE_PREPARE_PLATFORMS (comma or space list) prepared at worker start; null: the default. */
+	preparePlatforms: string[] | null;
+	/** IPXE_MAKE_JOBS: make -j (default: the cores). */
+	makeJobs: number;
+}
+
 export interface Config {
 	port: number;
 	host: string;
@@ -97,6 +110,8 @@ export interface Config {
 	secretsKey: string | null;
 	/** Site tag of a distributor worker (CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID). */
 	distributorArtifactId: string | null;
+	/** TCP port of a distributor's UEFI HTTP boot server (CLUSTERPLATFORM_DISTRIBUTOR_HTTP_PORT, default 8067; 0: no HTTP boot). */
+	distributorHttpPort: number;
 	tunnels: TunnelConfig;
 	/**
 	 * Whether nodes may register with a loopback address (ALLOW_LOOPBACK_NODES=true): only for a lab
@@ -123,16 +138,56 @@ export interface Config {
 	 * (PUBLIC_URL) and object store's (S3_PUBLIC_URL) own origins are allowed without it.
 	 */
 	bootFileAllowedHosts: string[];
+	ipxe: IpxeConfig;
+	/** The network namespace a dns worker runs its dnsmasq in (CLUSTERPLATFORM_DNS_NETNS); null: its own. */
+	dnsNetns: string | null;
 }
 
 type Env = Record<string, string | undefined>;
+
+/** A distributor's UEFI HTTP boot file server's default port (CLUSTERPLATFORM_DISTRIBUTOR_HTTP_PORT; 0 switches it off). */
+export const DEFAULT_HTTP_BOOT_PORT = 8067;
+
+/**
+ * Every environment variable the provisioner's processes read, all through loadConfig: the list
+ * deployments are checked against (test/deploy). Reading a name not on it is a programming error.
+ */
+export const CONFIG_VARIABLES = [
+	"PORT", "HOST", "PUBLIC_URL", "DATA_DIR", "LOG_LEVEL", "NODE_ID", "REUSE_PORT", "BODY_LIMIT",
+	"REQUEST_TIMEOUT", "HEADERS_TIMEOUT", "MAX_CONNECTIONS", "MACHINE_PORT", "MACHINE_HOST",
+	"AUTH", "API_TOKENS", "SECRETS_KEY", "SECRETS_KEY_FILE",
+	"TRANSPORTER", "NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY",
+	"DATABASE_URL", "REDIS_URL",
+	"S3_ENDPOINT", "S3_PORT", "S3_USE_SSL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET", "S3_REGION", "S3_PUBLIC_URL",
+	"CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID", "CLUSTERPLATFORM_DISTRIBUTOR_HTTP_PORT", "CLUSTERPLATFORM_DNS_NETNS",
+	"TUNNEL_SSH_PORT", "TUNNEL_SSH_HOST", "TUNNEL_PUBLIC_HOST", "TUNNEL_PORT_RANGE", "TUNNEL_SERVER", "TUNNEL_HOST_KEY",
+	"TUNNEL_AUTH_TIMEOUT", "TUNNEL_MAX_CONNECTIONS", "TUNNEL_MAX_UNAUTHENTICATED",
+	"ALLOW_LOOPBACK_NODES", "REGISTRATION_BURST", "REGISTRATION_RATE",
+	"MIRROR_ALLOWED_HOSTS", "MIRROR_MAX_FILE_SIZE", "BOOT_FILE_ALLOWED_HOSTS",
+	"IPXE_SOURCE_DIR", "IPXE_TREES_DIR", "IPXE_PREPARE_PLATFORMS", "IPXE_MAKE_JOBS",
+] as const;
+
+const DECLARED = new Set<string>(CONFIG_VARIABLES);
+
+/** The environment as loadConfig may read it: a variable name missing from CONFIG_VARIABLES throws. */
+function declaredOnly(env: Env): Env {
+	return new Proxy(env, {
+		get(target, name) {
+			if (typeof name === "string" && /^[A-Z][A-Z0-9_]*$/.test(name) && !DECLARED.has(name)) {
+				throw new Error(`loadConfig read ${name}, which CONFIG_VARIABLES does not declare`);
+			}
+			return Reflect.get(target, name);
+		},
+	});
+}
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace"] as const;
 
 function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
 	const raw = env[name];
 	if (raw === undefined || raw === "") return fallback;
-	const value = Number(raw);
+	// Digits only: "1e3" or "0x50" are typing accidents, not numbers an operator means.
+	const value = /^\s*-?\d+\s*$/.test(raw) ? Number(raw) : NaN;
 	if (!Number.isInteger(value) || value < min || value > max) {
 		throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
 	}
@@ -265,13 +320,21 @@ function checkSiteCredential(config: Config): void {
 	}
 }
 
+/** A network namespace's name, as `ip netns` takes it (it goes into an argument array, never a shell). */
+function netnsName(env: Env, name: string): string | null {
+	const value = optional(env, name);
+	if (value && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(value)) throw new ConfigError(`${name} must be a network namespace name (letters, digits, '_', '.', '-')`);
+	return value;
+}
+
 /** A comma list of host names or addresses, lower case, IPv6 without brackets. */
 function hostList(raw: string | null): string[] {
 	return (raw ?? "").split(",").map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, "")).filter(Boolean);
 }
 
 /** Typed configuration from environment variables; throws ConfigError naming the bad variable. */
-export function loadConfig(env: Env = process.env): Config {
+export function loadConfig(given: Env = process.env): Config {
+	const env = declaredOnly(given);
 	const port = integer(env, "PORT", 3000, 0, 65535);
 	const dataDir = path.resolve(optional(env, "DATA_DIR") ?? "data");
 	const logLevel = (optional(env, "LOG_LEVEL") ?? "info") as Config["logLevel"];
@@ -300,12 +363,20 @@ export function loadConfig(env: Env = process.env): Config {
 		apiTokens: optional(env, "API_TOKENS"),
 		secretsKey: secretsKey(env),
 		distributorArtifactId: optional(env, "CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID"),
+		distributorHttpPort: integer(env, "CLUSTERPLATFORM_DISTRIBUTOR_HTTP_PORT", DEFAULT_HTTP_BOOT_PORT, 0, 65535),
 		tunnels: tunnelConfig(env),
 		allowLoopbackNodes: env.ALLOW_LOOPBACK_NODES === "true",
 		registrationLimit: { burst: integer(env, "REGISTRATION_BURST", 120, 1, 1_000_000), perSecond: integer(env, "REGISTRATION_RATE", 2, 1, 100_000) },
 		mirrorAllowedHosts: hostList(optional(env, "MIRROR_ALLOWED_HOSTS")),
 		mirrorMaxFileBytes: integer(env, "MIRROR_MAX_FILE_SIZE", 4 * 1024 ** 3, 1, 2 ** 50),
 		bootFileAllowedHosts: hostList(optional(env, "BOOT_FILE_ALLOWED_HOSTS")),
+		ipxe: {
+			sourceDir: optional(env, "IPXE_SOURCE_DIR"),
+			treesDir: optional(env, "IPXE_TREES_DIR"),
+			preparePlatforms: env.IPXE_PREPARE_PLATFORMS === undefined ? null : env.IPXE_PREPARE_PLATFORMS.split(/[\s,]+/).filter(Boolean),
+			makeJobs: integer(env, "IPXE_MAKE_JOBS", os.availableParallelism(), 1, 256),
+		},
+		dnsNetns: netnsName(env, "CLUSTERPLATFORM_DNS_NETNS"),
 	};
 	checkSiteCredential(config);
 	return config;

@@ -1,5 +1,5 @@
 import type { ServiceBroker } from "moleculer";
-import { loadConfig, type Config } from "./config";
+import type { Config } from "./config";
 
 /** The configuration a broker was created with; services read it from here, not from globals. */
 const configs = new WeakMap<ServiceBroker, Config>();
@@ -8,11 +8,12 @@ export function bindConfig(broker: ServiceBroker, config: Config): void {
 	configs.set(broker, config);
 }
 
+/**
+ * The broker's Config. A broker made without one (not by createBroker, nor given one with
+ * bindConfig) is a mistake in the caller, not a reason to read the environment behind its back.
+ */
 export function configOf(broker: ServiceBroker): Config {
-	let config = configs.get(broker);
-	if (!config) {
-		config = loadConfig();
-		configs.set(broker, config);
-	}
+	const config = configs.get(broker);
+	if (!config) throw new Error(`broker ${broker.nodeID} has no Config: create it with createBroker(config), or bindConfig(broker, config) first`);
 	return config;
 }

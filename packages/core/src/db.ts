@@ -96,6 +96,42 @@ async function addMissingColumns(model: ModelStatic<Model>): Promise<void> {
 	}
 }
 
+/** Whether pg_trgm is there (or was made) in a PostgreSQL database, asked once per process and database. */
+const trigramReady = new WeakMap<Sequelize, Promise<boolean>>();
+
+/**
+ * Indexes a model declares `using: "gin"` with `operator: "gin_trgm_ops"` serve the lists' substring
+ * search (LIKE '%…%') on PostgreSQL; they need the pg_trgm extension (contrib, trusted since
+ * PostgreSQL 13: the database's owner may create it). Where it cannot be had they are left out with
+ * a warning (a search then scans the table). SQLite has no such index: they are PostgreSQL's only.
+ */
+const declaredIndexes = new WeakMap<ModelDefinition, NonNullable<ModelOptions["indexes"]>>();
+async function trigramIndexes(sequelize: Sequelize, model: ModelDefinition, logger: { warn(message: string): void }): Promise<void> {
+	// What the model declares, whatever an earlier start in this process left out.
+	const indexes = declaredIndexes.get(model) ?? model.options?.indexes ?? [];
+	if (!indexes.some((index) => index.operator === "gin_trgm_ops")) return;
+	declaredIndexes.set(model, indexes);
+	model.options = { ...model.options, indexes };
+	const without = () => {
+		model.options = { ...model.options, indexes: indexes.filter((index) => index.operator !== "gin_trgm_ops") };
+	};
+	if (sequelize.getDialect() !== "postgres") return without();
+	let ready = trigramReady.get(sequelize);
+	if (!ready) {
+		ready = sequelize.query("CREATE EXTENSION IF NOT EXISTS pg_trgm").then(
+			() => true,
+			// Two processes creating it at once: one wins, and it is there.
+			() => sequelize.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").then(([rows]) => rows.length > 0, () => false),
+		);
+		trigramReady.set(sequelize, ready);
+	}
+	if (await ready) return;
+	// Asked again next time (the database may have been unreachable); this start goes without them.
+	trigramReady.delete(sequelize);
+	logger.warn(`table ${model.name}: no pg_trgm extension in this database (CREATE EXTENSION pg_trgm needs contrib and the database owner): its searches scan the table`);
+	without();
+}
+
 class SharedSequelizeAdapter extends SequelizeAdapter {
 	declare db: Sequelize;
 	declare opts: unknown[];
@@ -108,7 +144,9 @@ class SharedSequelizeAdapter extends SequelizeAdapter {
 	}
 
 	override async connect(): Promise<void> {
-		this.opts = [acquire(this.broker), { noSync: false }];
+		const sequelize = acquire(this.broker);
+		this.opts = [sequelize, { noSync: false }];
+		await trigramIndexes(sequelize, (this as unknown as { service: { schema: { model: ModelDefinition } } }).service.schema.model, this.broker.logger);
 		await super.connect();
 		await addMissingColumns(this.model);
 	}

@@ -13,6 +13,11 @@ export interface ExecOptions {
 	signal?: AbortSignal;
 	/** Called with stdout and stderr as they arrive (e.g. to follow a long transfer's progress). */
 	onOutput?: (chunk: string) => void;
+	/**
+	 * Run it in a process group of its own, ended with it: a cancelled or timed-out `make` takes
+	 * its compilers along instead of leaving them running.
+	 */
+	processGroup?: boolean;
 }
 
 export interface ExecResult {
@@ -57,12 +62,16 @@ export async function exec(command: string, args: readonly string[], options: Ex
 		shell: false,
 		stripFinalNewline: false,
 		maxBuffer: 64 * 1024 * 1024,
+		detached: options.processGroup ?? false,
 	});
 	if (options.onOutput) {
 		const forward = (chunk: Buffer) => options.onOutput!(chunk.toString("utf8"));
 		subprocess.stdout?.on("data", forward);
 		subprocess.stderr?.on("data", forward);
 	}
+	// When the leader exits (done, cancelled or timed out), what it left running goes with it: the
+	// result waits for the output pipes, which its children would hold open until they finish.
+	if (options.processGroup && subprocess.pid) subprocess.once("exit", () => endProcessGroup(subprocess.pid!));
 	const result = await subprocess;
 	if (result.failed && result.exitCode === undefined && !result.timedOut && (result as { code?: string }).code === "ENOENT") {
 		return { code: 127, stdout: "", stderr: `${command}: not found`, timedOut: false };
@@ -73,6 +82,15 @@ export async function exec(command: string, args: readonly string[], options: Ex
 		stderr: String(result.stderr ?? ""),
 		timedOut: Boolean(result.timedOut),
 	};
+}
+
+/** Whatever of a finished leader's process group is still running (nothing, after a normal exit). */
+function endProcessGroup(pid: number): void {
+	try {
+		process.kill(-pid, "SIGKILL");
+	} catch {
+		// the group is empty: nothing left over
+	}
 }
 
 /** Like exec, but a non-zero exit or a timeout throws ExecError carrying the output. */

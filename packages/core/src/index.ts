@@ -13,6 +13,7 @@ export * from "./queue";
 export * from "./redis";
 export * from "./job-rows";
 export * from "./builder";
+export * from "./job-worker";
 export * from "./outbound";
 export * from "./auth";
 export * from "./secrets";

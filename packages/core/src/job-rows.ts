@@ -1,6 +1,6 @@
 import type { ServiceSchema } from "moleculer";
 import type { Job, JobsOptions } from "bullmq";
-import { Op } from "./db";
+import { DataTypes, Op } from "./db";
 import { UnavailableError } from "./errors";
 
 /**
@@ -10,6 +10,14 @@ import { UnavailableError } from "./errors";
 export const JOB_STATUSES = ["queued", "working", "done", "failed"] as const;
 export type JobStatus = (typeof JOB_STATUSES)[number];
 export const UNFINISHED: JobStatus[] = ["queued", "working"];
+
+/** The columns every job row has; `jobId` is internal (hidden from the API, indexed by the entity). */
+export const JOB_ROW_FIELDS = {
+	status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "queued" },
+	progress: { type: DataTypes.FLOAT, allowNull: false, defaultValue: 0 },
+	error: { type: DataTypes.TEXT, allowNull: true },
+	jobId: { type: DataTypes.STRING(80), allowNull: true },
+} as const;
 
 const ENQUEUE_TIMEOUT_MS = 10_000;
 

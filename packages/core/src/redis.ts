@@ -22,13 +22,13 @@ function canConnect(socket: string): Promise<boolean> {
 	});
 }
 
-/** Whether a process exists (signal 0 checks without signalling). */
+/** Whether a process exists (signal 0 checks without signalling; EPERM: it exists, another user's). */
 export function processAlive(pid: number): boolean {
 	try {
 		process.kill(pid, 0);
 		return true;
-	} catch {
-		return false;
+	} catch (err) {
+		return (err as NodeJS.ErrnoException).code === "EPERM";
 	}
 }
 

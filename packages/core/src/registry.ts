@@ -25,6 +25,14 @@ export interface EntityOptions {
 
 const SYSTEM_COLUMNS = ["id", "createdAt", "updatedAt"];
 
+const TEXT_TYPES = ["STRING", "TEXT", "CHAR", "CITEXT", "UUID"];
+
+function isTextColumn(fields: ModelAttributes, column: string): boolean {
+	const attribute = (fields as Record<string, unknown>)[column];
+	const type = (attribute && typeof attribute === "object" && "type" in attribute ? (attribute as { type: unknown }).type : attribute) as { key?: string } | undefined;
+	return TEXT_TYPES.includes(String(type?.key ?? ""));
+}
+
 /** A write that a unique index refuses is the client's conflict (409 naming the fields), not a 500. */
 async function uniqueOrConflict<T>(write: () => Promise<T>): Promise<T> {
 	try {
@@ -79,6 +87,8 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 	const columns = [...SYSTEM_COLUMNS, ...Object.keys(options.fields)];
 	const hidden = options.hiddenFields ?? [];
 	const queryable = columns.filter((c) => !hidden.includes(c) && !(options.secretFields ?? []).includes(c));
+	// A search is a LIKE: text columns only (PostgreSQL has no LIKE on numbers, dates or booleans).
+	const searchable = queryable.filter((c) => isTextColumn(options.fields, c));
 	return {
 		mixins: [dbMixin({ name: options.name, define: options.fields, options: options.modelOptions })],
 		settings: {
@@ -89,7 +99,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 			list: {
 				rest: "GET /",
 				params: { ...MOLECULER_DB_INTERNALS, ...PAGING, $$strict: true },
-				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, queryable) },
+				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, queryable, searchable) },
 			},
 			get: {
 				rest: "GET /:id",

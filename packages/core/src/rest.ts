@@ -32,7 +32,7 @@ export function respondCreated<T>(ctx: Context<unknown, RequestMeta>, body: T, l
  * Columns a list may be sorted or searched by — only those the caller may read: sorting or a LIKE
  * search on any other column is an oracle for its values. Anything else is a 422, never SQL.
  */
-export function checkListParams(params: { sort?: unknown; searchFields?: unknown }, columns: readonly string[]): void {
+export function checkListParams(params: { sort?: unknown; searchFields?: unknown }, columns: readonly string[], searchable: readonly string[] = columns): void {
 	const names = (value: unknown, field: string): string[] => {
 		if (value === undefined) return [];
 		const list = Array.isArray(value) ? value : typeof value === "string" ? value.split(/[\s,]+/) : invalid(field, "must be a string");
@@ -48,7 +48,7 @@ export function checkListParams(params: { sort?: unknown; searchFields?: unknown
 	}
 	const searchFields = names(params.searchFields, "searchFields");
 	for (const name of searchFields) {
-		if (!columns.includes(name)) invalid("searchFields", `cannot search "${name}"; one of ${columns.join(", ")}`);
+		if (!searchable.includes(name)) invalid("searchFields", `cannot search "${name}"; one of ${searchable.join(", ")}`);
 	}
 	// What was checked is what the database gets: "id " or ",x" must not reach it as an empty column.
 	if (params.sort !== undefined) params.sort = sort.length ? sort : undefined;
@@ -57,6 +57,9 @@ export function checkListParams(params: { sort?: unknown; searchFields?: unknown
 
 /** fastest-validator rule: a positive integer id from the path. */
 export const ID_PARAM = { type: "number", integer: true, positive: true, convert: true } as const;
+
+/** A TCP or UDP port; spread it to add `optional`, `default` or `convert`. */
+export const PORT_PARAM = { type: "number", integer: true, min: 1, max: 65535 } as const;
 
 /** fastest-validator rule: text of at most `maxBytes` UTF-8 bytes, NUL-free. */
 export function textParam(maxBytes: number, options: { optional?: boolean; empty?: boolean } = {}) {

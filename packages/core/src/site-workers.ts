@@ -25,6 +25,18 @@ const SYNC_INTERVAL_MS = 10_000;
  * The columns every site-worker row has besides its key: the node it runs on, whether it is there,
  * and the state of the process it supervises (dnsmasq) with the reason when that is not running.
  */
+/** The columns of SITE_WORKER_FIELDS as the API answers them. */
+export interface SiteWorkerRow {
+	id: number;
+	artifactId: string;
+	nodeID: string;
+	online: boolean;
+	lastSeen: string | null;
+	on: boolean;
+	state: string;
+	stateReason: string | null;
+}
+
 export const SITE_WORKER_FIELDS = {
 	nodeID: { type: DataTypes.STRING(255), allowNull: false },
 	online: { type: DataTypes.BOOLEAN, allowNull: false, defaultValue: true },

@@ -15,8 +15,8 @@ import {
 	type BuildContext,
 	type BuilderSpec,
 } from "@clusterplatform/core";
-import { eventually } from "../../../test/support/ports";
-import { startRedis, type TestServer } from "../../../test/support/servers";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { startRedis, type TestServer } from "@clusterplatform/test-kit/servers";
 
 /**
  * The builder framework with a builder of the test's own, so a build can be held at a gate:

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { exec, ExecError, requireBinary, run, which } from "@clusterplatform/core";
 
 describe("safe exec", () => {
@@ -31,5 +32,14 @@ describe("safe exec", () => {
 	it("finds binaries on PATH and names the Debian package when one is missing", () => {
 		expect(which("sh")).toMatch(/\/sh$/);
 		expect(() => requireBinary("no-such-tool-xyz", "no-such-package")).toThrow("no-such-tool-xyz not found: install it with `apt-get install no-such-package`");
+	});
+
+	it("with processGroup, a timed-out program's children end with it, and the result does not wait for them", async () => {
+		const started = Date.now();
+		const result = await exec("sh", ["-c", "sleep 37 & sleep 37"], { timeout: 500, processGroup: true });
+		expect(result.timedOut).toBe(true);
+		expect(Date.now() - started).toBeLessThan(5000);
+		const left = spawnSync("pgrep", ["-f", "^sleep 37$"]).stdout.toString().trim();
+		expect(left).toBe("");
 	});
 });

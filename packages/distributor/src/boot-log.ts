@@ -1,4 +1,4 @@
-import fs from "node:fs";
+import fsp from "node:fs/promises";
 import path from "node:path";
 import type { BootEvent } from "@clusterplatform/core";
 
@@ -34,29 +34,32 @@ export class DnsmasqBootLog {
 			this.pending.delete(match[1]!);
 			return { kind: "dhcp", ip: host.ip, mac: host.mac, detail: `${host.what}: boot ${match[2]!.slice(0, 400)}` };
 		}
-		if ((match = TFTP_SENT.exec(line))) return { kind: "tftp", ip: match[2]!, mac: this.macOf(match[2]!), detail: `sent ${path.basename(match[1]!)}` };
-		if ((match = TFTP_MISSING.exec(line))) return { kind: "tftp", ip: match[2]!, mac: this.macOf(match[2]!), detail: `not found: ${path.basename(match[1]!)}` };
+		// The MAC of a transfer's address is filled in per batch (completeMacsFromNeighbours).
+		if ((match = TFTP_SENT.exec(line))) return { kind: "tftp", ip: match[2]!, mac: null, detail: `sent ${path.basename(match[1]!)}` };
+		if ((match = TFTP_MISSING.exec(line))) return { kind: "tftp", ip: match[2]!, mac: null, detail: `not found: ${path.basename(match[1]!)}` };
 		return null;
 	}
+}
 
-	constructor(private readonly arpTable = "/proc/net/arp") {}
+/**
+ * A proxy-DHCP answer names the MAC but not the address the router leased, a TFTP transfer or an
+ * HTTP download the address only: the kernel's neighbour table, fresh from that transfer, links
+ * the two. Read once per batch of events (BootEventRecorder's `complete`), asynchronously.
+ */
+export async function completeMacsFromNeighbours(events: Pick<BootEvent, "ip" | "mac">[], arpTable = "/proc/net/arp"): Promise<void> {
+	const missing = events.filter((event) => event.ip && !event.mac);
+	if (missing.length === 0) return;
+	const table = neighbourTable(await fsp.readFile(arpTable, "utf8").catch(() => ""));
+	for (const event of missing) event.mac = table.get(event.ip!) ?? null;
+}
 
-	/**
-	 * A proxy-DHCP answer names the MAC but not the address the router leased; a TFTP transfer the
-	 * address only. The kernel's neighbour table, fresh from that transfer, links the two.
-	 */
-	private macOf(ip: string): string | null {
-		let table: string;
-		try {
-			table = fs.readFileSync(this.arpTable, "utf8");
-		} catch {
-			return null;
-		}
-		for (const row of table.split("\n").slice(1)) {
-			const [address, , flags, mac] = row.trim().split(/\s+/);
-			// Flags 0x0: an incomplete entry, no answer yet.
-			if (address === ip && flags !== "0x0" && mac && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) && mac !== "00:00:00:00:00:00") return mac.toLowerCase();
-		}
-		return null;
+/** IPv4 address → MAC of the complete entries of /proc/net/arp's text. */
+function neighbourTable(text: string): Map<string, string> {
+	const table = new Map<string, string>();
+	for (const row of text.split("\n").slice(1)) {
+		const [address, , flags, mac] = row.trim().split(/\s+/);
+		// Flags 0x0: an incomplete entry, no answer yet.
+		if (address && flags !== "0x0" && mac && /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(mac) && mac !== "00:00:00:00:00:00") table.set(address, mac.toLowerCase());
 	}
+	return table;
 }

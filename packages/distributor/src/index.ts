@@ -6,3 +6,4 @@ export * from "./reach";
 export * from "./ssh";
 export * from "./validation";
 export * from "./worker";
+export * from "./http-boot";

@@ -1,10 +1,10 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, mayActForSite, SITE_WORKER_FIELDS, siteWorkersMixin } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, DataTypes, ID_PARAM, IPV4_PATTERN, UnavailableError, entityMixin, invalid, mayActForSite, SITE_WORKER_FIELDS, siteWorkersMixin, type SiteWorkerRow } from "@clusterplatform/core";
 import { STATE_EVENT, WORKER_SERVICE, type DistributorSettings, type WorkerStatus } from "./worker";
 import { DEVICE_PATTERN, checkUrl } from "./validation";
 
 /** How often the manager re-reads which workers are connected (and stamps lastSeen). */
-/** Downloading two iPXE binaries and restarting dnsmasq on the worker. */
+/** Downloading the iPXE binaries (two to four) and restarting dnsmasq on the worker. */
 const CONFIGURE_TIMEOUT_MS = 180_000;
 const STATUS_TIMEOUT_MS = 30_000;
 
@@ -23,9 +23,20 @@ const URL_RULE = (field: string, optional = false) => ({
 	},
 });
 
+/** A row of /api/distributors, as the API answers it. */
+export interface DistributorRow extends SiteWorkerRow {
+	device: string | null;
+	range: string | null;
+	ipxePxeUefiUrl: string | null;
+	ipxePxeBiosUrl: string | null;
+	ipxePxeUefiIa32Url: string | null;
+	ipxePxeUefiArm64Url: string | null;
+	scriptUrl: string | null;
+}
+
 const IPV4_RULE = {
 	type: "string",
-	pattern: /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/,
+	pattern: IPV4_PATTERN,
 	messages: { stringPattern: "The 'range' field must be an IPv4 address on the LAN (e.g. its router, 192.168.178.1)." },
 };
 
@@ -60,6 +71,8 @@ export const DistributorsService: ServiceSchema = {
 				range: { type: DataTypes.STRING(15), allowNull: true },
 				ipxePxeUefiUrl: { type: DataTypes.STRING(1024), allowNull: true },
 				ipxePxeBiosUrl: { type: DataTypes.STRING(1024), allowNull: true },
+				ipxePxeUefiIa32Url: { type: DataTypes.STRING(1024), allowNull: true },
+				ipxePxeUefiArm64Url: { type: DataTypes.STRING(1024), allowNull: true },
 				scriptUrl: { type: DataTypes.STRING(1024), allowNull: true },
 			},
 			// Rows are made by workers connecting, not by clients.
@@ -74,6 +87,9 @@ export const DistributorsService: ServiceSchema = {
 				id: ID_PARAM,
 				ipxePxeUefiUrl: URL_RULE("ipxePxeUefiUrl"),
 				ipxePxeBiosUrl: URL_RULE("ipxePxeBiosUrl"),
+				// Optional: iPXE for 32-bit x86 UEFI and 64-bit ARM UEFI clients (PXE and HTTP boot).
+				ipxePxeUefiIa32Url: URL_RULE("ipxePxeUefiIa32Url", true),
+				ipxePxeUefiArm64Url: URL_RULE("ipxePxeUefiArm64Url", true),
 				device: { type: "string", pattern: DEVICE_PATTERN, messages: { stringPattern: "The 'device' field must be a network interface name (letters, digits, '_', '.', '-'; at most 15)." } },
 				range: IPV4_RULE,
 				scriptUrl: URL_RULE("scriptUrl", true),
@@ -85,6 +101,8 @@ export const DistributorsService: ServiceSchema = {
 				const settings: DistributorSettings = {
 					ipxePxeUefiUrl: ctx.params.ipxePxeUefiUrl,
 					ipxePxeBiosUrl: ctx.params.ipxePxeBiosUrl,
+					ipxePxeUefiIa32Url: ctx.params.ipxePxeUefiIa32Url ?? null,
+					ipxePxeUefiArm64Url: ctx.params.ipxePxeUefiArm64Url ?? null,
 					device: ctx.params.device,
 					range: ctx.params.range,
 					scriptUrl: ctx.params.scriptUrl ?? null,

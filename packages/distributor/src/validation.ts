@@ -1,7 +1,6 @@
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
-import { invalid } from "@clusterplatform/core";
+import { IPV4_PATTERN, invalid } from "@clusterplatform/core";
 
 /**
  * What a client may name in a distributor command. Everything here ends up in dnsmasq's
@@ -47,7 +46,7 @@ export function checkDeviceExists(device: string): void {
 }
 
 export function checkIPv4(field: string, value: unknown): string {
-	if (typeof value !== "string" || !net.isIPv4(value)) invalid(field, "must be an IPv4 address such as 192.168.178.1");
+	if (typeof value !== "string" || !IPV4_PATTERN.test(value)) invalid(field, "must be an IPv4 address such as 192.168.178.1");
 	return value;
 }
 
@@ -62,6 +61,8 @@ function toAddress(value: number): string {
 export interface ProxyNetwork {
 	network: string;
 	netmask: string;
+	/** The device's own address on that network (HTTP boot answers from and serves on it). */
+	address?: string;
 }
 
 /**
@@ -75,7 +76,7 @@ export function proxyNetworkOf(device: string, range: string, interfaces = os.ne
 	for (const address of addresses) {
 		const mask = toNumber(address.netmask);
 		if (((toNumber(address.address) & mask) >>> 0) === ((toNumber(range) & mask) >>> 0)) {
-			return { network: toAddress((toNumber(range) & mask) >>> 0), netmask: address.netmask };
+			return { network: toAddress((toNumber(range) & mask) >>> 0), netmask: address.netmask, address: address.address };
 		}
 	}
 	invalid("range", `${range} is not on a network of ${device} (${addresses.map((a) => a.cidr).join(", ")})`);

@@ -3,9 +3,9 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig, storeFor } from "@clusterplatform/core";
 import { startProvisioner, type RunningProvisioner } from "@clusterplatform/cli";
-import { eventually } from "../../../test/support/ports";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { startNats, type TestServer } from "../../../test/support/servers";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { startNats, type TestServer } from "@clusterplatform/test-kit/servers";
 
 const SITE = "felicitas.pojtinger.swabia.sol";
 const OTHER_SITE = "other.site.example";
@@ -114,6 +114,9 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 		[{ ipxePxeUefiUrl: "http://127.0.0.1:1/a,dhcp-boot=evil" }, "ipxePxeUefiUrl", "characters"],
 		[{ artifactId: OTHER_SITE }, "artifactId", "belongs to site"],
 		[{ scriptUrl: "javascript:alert(1)" }, "scriptUrl", ""],
+		[{ ipxePxeUefiIa32Url: "tftp://127.0.0.1/ipxe.efi" }, "ipxePxeUefiIa32Url", "http"],
+		[{ ipxePxeUefiArm64Url: "http://127.0.0.1/x.efi\npxe-service=x86PC,evil" }, "ipxePxeUefiArm64Url", "characters"],
+		[{ ipxePxeUefiArm64Url: 42 }, "ipxePxeUefiArm64Url", ""],
 		[{ surprise: true }, "surprise", ""],
 	])("refuses %j with a 422 naming the field, leaving the last configuration in place", async (change, field, reason) => {
 		const [row] = await rowOf(site);
@@ -125,6 +128,26 @@ describe.each(DATABASES)("distributors over NATS on %s", (database) => {
 		expect(JSON.stringify(body.data)).toContain(field);
 		expect(body.message).toContain(reason);
 		expect(fs.readFileSync(confFile, "utf8")).toBe(before);
+	});
+
+	it("downloads the optional ia32 and arm64 UEFI binaries, answers their architectures, and drops them again when a seed body omits them", async () => {
+		const [row] = await rowOf(site);
+		const dir = path.join(site.dataDir, "distributor");
+		const res = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody({ ipxePxeUefiIa32Url: uefiUrl, ipxePxeUefiArm64Url: biosUrl }) });
+		expect(res.status).toBe(200);
+		expect(await res.json()).toMatchObject({ ipxePxeUefiIa32Url: uefiUrl, ipxePxeUefiArm64Url: biosUrl });
+		expect(fs.readFileSync(path.join(dir, "tftp", "ipxe-ia32.efi")).equals(fs.readFileSync(UEFI))).toBe(true);
+		expect(fs.readFileSync(path.join(dir, "tftp", "ipxe-arm64.efi")).equals(fs.readFileSync(BIOS))).toBe(true);
+		expect(fs.readFileSync(path.join(dir, "dnsmasq.conf"), "utf8")).toMatch(/pxe-service=tag:!ipxe,IA32_EFI,clusterplatform,ipxe-ia32\.efi\n[^]*pxe-service=tag:!ipxe,ARM64_EFI,clusterplatform,ipxe-arm64\.efi\n/);
+		const missing = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody({ ipxePxeUefiArm64Url: `${provisioner.baseUrl}/api/artifacts/boot/missing.efi` }) });
+		expect(missing.status).toBe(422);
+		expect((await missing.json()).message).toMatch(/ipxePxeUefiArm64Url: download failed: HTTP 404/);
+		// The seed's body, as before: the two seed binaries only.
+		const seed = await provisioner.api(`/distributors/${row!.id}`, { method: "PUT", json: seedBody() });
+		expect(await seed.json()).toMatchObject({ ipxePxeUefiIa32Url: null, ipxePxeUefiArm64Url: null });
+		expect(fs.existsSync(path.join(dir, "tftp", "ipxe-ia32.efi"))).toBe(false);
+		expect(fs.existsSync(path.join(dir, "tftp", "ipxe-arm64.efi"))).toBe(false);
+		expect(fs.readFileSync(path.join(dir, "dnsmasq.conf"), "utf8")).not.toMatch(/IA32_EFI|ARM64_EFI/);
 	});
 
 	it("names the URL that could not be downloaded", async () => {

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { exec, requireBinary } from "@clusterplatform/core";
-import { BIOS_BOOT_FILE, UEFI_BOOT_FILE, checkDeviceName, checkUrl, proxyNetworkOf, renderDnsmasqConfig } from "@clusterplatform/distributor";
+import { BIOS_BOOT_FILE, UEFI_ARM64_BOOT_FILE, UEFI_BOOT_FILE, UEFI_IA32_BOOT_FILE, checkDeviceName, checkUrl, proxyNetworkOf, renderDnsmasqConfig } from "@clusterplatform/distributor";
 
 const LAN = { eth0: [{ address: "192.168.178.20", netmask: "255.255.255.0", family: "IPv4", mac: "00:00:00:00:00:00", internal: false, cidr: "192.168.178.20/24" }] } as unknown as NodeJS.Dict<os.NetworkInterfaceInfo[]>;
 
@@ -17,7 +17,7 @@ function problemOf(fn: () => unknown): { field: string; message: string } {
 
 describe("distributor input validation", () => {
 	it("derives the proxy network from the router address the seed sends", () => {
-		expect(proxyNetworkOf("eth0", "192.168.178.1", LAN)).toEqual({ network: "192.168.178.0", netmask: "255.255.255.0" });
+		expect(proxyNetworkOf("eth0", "192.168.178.1", LAN)).toEqual({ network: "192.168.178.0", netmask: "255.255.255.0", address: "192.168.178.20" });
 	});
 
 	it("refuses a range off the device's networks, naming range", () => {
@@ -82,13 +82,28 @@ describe("dnsmasq proxy-DHCP configuration", () => {
 		}
 	});
 
+	it("answers ia32 (arch 6) and arm64 (arch 11) UEFI firmware only when their binaries are configured", () => {
+		const seedOnly = renderDnsmasqConfig(settings("http://10.0.0.1:3000/api/mainscripts/1"));
+		expect(seedOnly).not.toMatch(/IA32_EFI|ARM64_EFI/);
+		const all = renderDnsmasqConfig({ ...settings("http://10.0.0.1:3000/api/mainscripts/1"), bootFiles: [BIOS_BOOT_FILE, UEFI_BOOT_FILE, UEFI_IA32_BOOT_FILE, UEFI_ARM64_BOOT_FILE] }).split("\n");
+		for (const line of [
+			`pxe-service=tag:!ipxe,IA32_EFI,clusterplatform,${UEFI_IA32_BOOT_FILE}`,
+			`pxe-service=tag:!ipxe,ARM64_EFI,clusterplatform,${UEFI_ARM64_BOOT_FILE}`,
+			"pxe-service=tag:ipxe,IA32_EFI,clusterplatform,http://10.0.0.1:3000/api/mainscripts/1",
+			"pxe-service=tag:ipxe,ARM64_EFI,clusterplatform,http://10.0.0.1:3000/api/mainscripts/1",
+			`pxe-service=tag:!ipxe,x86PC,clusterplatform,${BIOS_BOOT_FILE}`,
+		]) {
+			expect(all).toContain(line);
+		}
+	});
+
 	it("gives iPXE clients nothing to chain to without a script URL (an embedded script does that)", () => {
 		expect(renderDnsmasqConfig(settings(null))).not.toMatch(/tag:ipxe,/);
 	});
 
 	it("is accepted by dnsmasq's own syntax check", async () => {
 		const file = path.join(dir, "dnsmasq.conf");
-		fs.writeFileSync(file, renderDnsmasqConfig(settings("http://10.0.0.1:3000/api/mainscripts/1")));
+		fs.writeFileSync(file, renderDnsmasqConfig({ ...settings("http://10.0.0.1:3000/api/mainscripts/1"), bootFiles: [BIOS_BOOT_FILE, UEFI_BOOT_FILE, UEFI_IA32_BOOT_FILE, UEFI_ARM64_BOOT_FILE] }));
 		const result = await exec(requireBinary("dnsmasq", "dnsmasq-base"), ["--test", `--conf-file=${file}`], { timeout: 10_000 });
 		expect(`${result.stdout}${result.stderr}`).toMatch(/syntax check OK/);
 		expect(result.code).toBe(0);

@@ -6,7 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { isPublicAddress, loadConfig } from "@clusterplatform/core";
 import { bootFileSources, downloadTo, type BootFileSources } from "../src/download";
-import { freePort } from "../../../test/support/ports";
+import { freePort } from "@clusterplatform/test-kit/ports";
 
 /**
  * The boot-file download (finding 7 of issue 13): same outbound checks as ISO parts, no

@@ -1,20 +1,15 @@
 import net from "node:net";
-import { InvalidInputError, invalid } from "@clusterplatform/core";
+import { InvalidInputError, invalid, isHostName } from "@clusterplatform/core";
 
 /**
  * What a client may put into the site's DNS. Every value ends up in a dnsmasq config or hosts
  * file, so values are allow-listed, never escaped.
  */
 
-/** RFC 1123 host name: labels of letters, digits and inner hyphens (1..63), at most 253 in all. */
-const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 export const HOSTS_MAX_BYTES = 256 * 1024;
 const HOSTS_MAX_LINES = 10_000;
 
-export function isHostName(value: string): boolean {
-	const name = value.endsWith(".") ? value.slice(0, -1) : value;
-	return name.length > 0 && name.length <= 253 && name.split(".").every((label) => LABEL.test(label));
-}
+export { isHostName };
 
 export interface HostEntry {
 	address: string;

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOLEAN_PARAM, DataTypes, ID_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin, mayActForSite } from "@clusterplatform/core";
+import { BOOLEAN_PARAM, DataTypes, ID_PARAM, PORT_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin, mayActForSite } from "@clusterplatform/core";
 import { DEVICE_PATTERN } from "@clusterplatform/distributor";
 import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
@@ -45,7 +45,7 @@ export const DnsesService: ServiceSchema = {
 				device: { type: "string", pattern: DEVICE_PATTERN, messages: { stringPattern: "The 'device' field must be the site's LAN interface name (letters, digits, '_', '.', '-'; at most 15)." } },
 				domain: { type: "string", max: 253 },
 				upstreams: { type: "array", items: { type: "string", max: 64 }, max: 8 },
-				port: { type: "number", integer: true, min: 1, max: 65535, optional: true, convert: true },
+				port: { ...PORT_PARAM, optional: true, convert: true },
 				$$strict: true,
 			},
 			async handler(this: any, ctx: Context<{ id: number; device: string; domain: string; upstreams: string[]; port?: number }>) {

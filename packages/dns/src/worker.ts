@@ -2,7 +2,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
-import { ConfigError, ConflictError, configOf, invalid, requireBinary, run } from "@clusterplatform/core";
+import { ConfigError, ConflictError, PORT_PARAM, configOf, invalid, requireBinary, run } from "@clusterplatform/core";
 import { DnsmasqSupervisor, checkDeviceExists, checkDeviceName, type DnsmasqStatus } from "@clusterplatform/distributor";
 import { DNS_READY_LINE, renderDnsConfig, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts, renderHosts } from "./hosts";
@@ -35,7 +35,7 @@ export const DnsWorkerService: ServiceSchema = {
 	name: DNS_WORKER_SERVICE,
 	actions: {
 		configure: {
-			params: { device: "string", domain: "string", upstreams: { type: "array", items: "string", max: 8 }, port: { type: "number", integer: true, min: 1, max: 65535 } },
+			params: { device: "string", domain: "string", upstreams: { type: "array", items: "string", max: 8 }, port: PORT_PARAM },
 			async handler(this: any, ctx: Context<DnsSettings>): Promise<DnsWorkerStatus> {
 				const settings: DnsSettings = { device: await this.checkDevice(ctx.params.device), domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port };
 				return this.serially(() => this.change({ settings }));
@@ -126,9 +126,8 @@ export const DnsWorkerService: ServiceSchema = {
 		const stateFile = path.join(this.dir, "state.json");
 		this.saved = (fs.existsSync(stateFile) ? JSON.parse(fs.readFileSync(stateFile, "utf8")) : { settings: null, hosts: "", on: false }) as SavedState;
 		Object.assign(this.metadata, { artifactId: this.artifactId });
-		const netns = process.env.CLUSTERPLATFORM_DNS_NETNS;
-		if (netns && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(netns)) throw new ConfigError("CLUSTERPLATFORM_DNS_NETNS must be a network namespace name (letters, digits, '_', '.', '-')");
-		this.netns = netns || null;
+		const netns = config.dnsNetns;
+		this.netns = netns;
 		this.dnsmasq = new DnsmasqSupervisor(requireBinary("dnsmasq", "dnsmasq-base"), { readyLine: DNS_READY_LINE, prefix: netns ? ["ip", "netns", "exec", netns] : undefined });
 		this.dnsmasq.on("state", (status: DnsmasqStatus) => {
 			this.broker.broadcast(DNS_STATE_EVENT, { ...status, artifactId: this.artifactId }).catch(() => undefined);

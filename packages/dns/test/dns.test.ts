@@ -1,7 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { eventually } from "../../../test/support/ports";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { stopChild } from "../../../test/support/servers";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { stopChild } from "@clusterplatform/test-kit/servers";
 
 /**
  * The site DNS end to end with real dnsmasq: the dns worker's dnsmasq runs in a network namespace
@@ -51,8 +51,7 @@ maybe("site DNS in a network namespace on %s", (database) => {
 			ip(["-n", ns, "addr", "add", `${address}/24`, "dev", device]);
 		}
 		upstream = spawn("ip", ["netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--port=53", `--listen-address=${UPSTREAM}`, "--bind-interfaces", "--no-resolv", "--no-hosts", "--user=root", "--pid-file=", "--host-record=far.upstream.test,10.9.9.9", "--log-facility=-"], { stdio: "ignore" });
-		process.env.CLUSTERPLATFORM_DNS_NETNS = ns;
-		provisioner = await startTestProvisioner({ database, services: ["gateway", "dnses", "dns-worker"], env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE } });
+		provisioner = await startTestProvisioner({ database, services: ["gateway", "dnses", "dns-worker"], env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE, CLUSTERPLATFORM_DNS_NETNS: ns } });
 		const rows = await eventually(async () => {
 			const page = await (await provisioner.api("/dnses")).json();
 			return page.rows?.length === 1 && page.rows[0].online ? page.rows : undefined;
@@ -60,7 +59,6 @@ maybe("site DNS in a network namespace on %s", (database) => {
 		id = rows[0].id;
 	}, 60_000);
 	afterAll(async () => {
-		delete process.env.CLUSTERPLATFORM_DNS_NETNS;
 		await provisioner?.stop();
 		await stopChild(upstream);
 		ip(["netns", "del", ns], true);

@@ -1,4 +1,4 @@
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 import { parseLenientJson } from "../src/json-body";
 
 describe("JSON bodies", () => {

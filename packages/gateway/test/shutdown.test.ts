@@ -2,7 +2,7 @@ import { storeFor } from "@clusterplatform/core";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startTestProvisioner } from "../../../test/support/provisioner";
+import { startTestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 describe("gateway shutdown", () => {
 	it("cuts a download whose client stopped reading after the grace period instead of waiting for ever", async () => {

@@ -2,8 +2,8 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
 
 const LABEL = "Cluster Platform Provisioner ISO";
 

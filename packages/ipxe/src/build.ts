@@ -1,4 +1,4 @@
-import os from "node:os";
+import fs from "node:fs";
 import path from "node:path";
 import { ConfigError, permanentFailure, type BuildContext, type BuildResult, type Config } from "@clusterplatform/core";
 import {
@@ -10,36 +10,57 @@ import {
 	prebuiltPath,
 	scriptDeliveryWithoutEmbedding,
 } from "./prebuilt";
-import { IpxeSourceTree } from "./source-tree";
+import { IpxeSourceTree, crossCompilerMissing } from "./source-tree";
 import { DRIVERS, EXTENSIONS, PLATFORMS, artifactFileName, checkScript, checkTarget, type Platform, type Target } from "./targets";
+
+/**
+ * Where scripts/setup installs iPXE's pinned release, and the object trees it prepares from it.
+ * Outside the checkout: neither is ever committed.
+ */
+export const INSTALLED_IPXE = { sourceDir: "/opt/clusterplatform/ipxe", treesDir: "/opt/clusterplatform/ipxe-trees" };
 
 /** Worker settings from the environment (IPXE_*); ConfigError names the bad variable. */
 export interface IpxeWorkerSettings {
-	/** An iPXE checkout to build from; null: serve Debian's prebuilt binaries. */
+	/** An iPXE source tree to build from; null: serve Debian's prebuilt binaries. */
 	sourceDir: string | null;
+	/** Where prepared object trees live; null: under the data dir. */
+	treesDir: string | null;
 	/** Platforms whose object trees are prepared when the worker starts (the rest on first use). */
 	preparePlatforms: Platform[];
 	/** make -j for source builds. */
 	makeJobs: number;
 }
 
-export function ipxeWorkerSettings(env: Record<string, string | undefined> = process.env): IpxeWorkerSettings {
-	const sourceDir = env.IPXE_SOURCE_DIR?.trim() || null;
-	const preparePlatforms = (env.IPXE_PREPARE_PLATFORMS ?? "").split(/[\s,]+/).filter(Boolean);
+/** Every platform this worker's compilers can build (arm64 needs the cross compiler). */
+export function buildablePlatforms(): Platform[] {
+	return PLATFORMS.filter((platform) => !crossCompilerMissing(platform));
+}
+
+/**
+ * What the worker builds with, from its Config: IPXE_SOURCE_DIR names a source tree, or "none" for
+ * Debian's prebuilt binaries; unset, the tree setup installed is used when it is there.
+ * IPXE_PREPARE_PLATFORMS (default: every buildable platform, when building from source) and
+ * IPXE_TREES_DIR (default: setup's beside its tree, otherwise the data dir) say what is prepared where.
+ */
+export function ipxeWorkerSettings(config: Pick<Config, "ipxe">, installed = INSTALLED_IPXE): IpxeWorkerSettings {
+	const named = config.ipxe.sourceDir;
+	const installedPresent = fs.existsSync(path.join(installed.sourceDir, "src", "Makefile"));
+	const sourceDir = named === "none" ? null : named || (installedPresent ? installed.sourceDir : null);
+	const isInstalled = sourceDir !== null && path.resolve(sourceDir) === path.resolve(installed.sourceDir);
+	const treesDir = config.ipxe.treesDir || (isInstalled ? installed.treesDir : null);
+	const preparePlatforms = config.ipxe.preparePlatforms ?? (sourceDir ? buildablePlatforms() : []);
 	for (const platform of preparePlatforms) {
 		if (!(PLATFORMS as readonly string[]).includes(platform)) throw new ConfigError(`IPXE_PREPARE_PLATFORMS: unknown platform "${platform}"; one of ${PLATFORMS.join(", ")}`);
 	}
 	if (preparePlatforms.length && !sourceDir) throw new ConfigError("IPXE_PREPARE_PLATFORMS needs IPXE_SOURCE_DIR");
-	const jobs = env.IPXE_MAKE_JOBS ? Number(env.IPXE_MAKE_JOBS) : os.availableParallelism();
-	if (!Number.isInteger(jobs) || jobs < 1 || jobs > 256) throw new ConfigError(`IPXE_MAKE_JOBS must be an integer from 1 to 256, got "${env.IPXE_MAKE_JOBS}"`);
-	return { sourceDir, preparePlatforms: preparePlatforms as Platform[], makeJobs: jobs };
+	return { sourceDir, treesDir, preparePlatforms: preparePlatforms as Platform[], makeJobs: config.ipxe.makeJobs };
 }
 
 const sourceTrees = new Map<string, IpxeSourceTree>();
 
 /** One IpxeSourceTree per checkout and data dir, so concurrent jobs share its preparations. */
 export function sourceTreeFor(settings: IpxeWorkerSettings & { sourceDir: string }, config: Pick<Config, "dataDir">): IpxeSourceTree {
-	const treesDir = path.join(config.dataDir, "ipxe-trees");
+	const treesDir = settings.treesDir ?? path.join(config.dataDir, "ipxe-trees");
 	const key = JSON.stringify([path.resolve(settings.sourceDir), treesDir, settings.makeJobs]);
 	let tree = sourceTrees.get(key);
 	if (!tree) {
@@ -85,7 +106,7 @@ export async function buildIpxe(ctx: BuildContext): Promise<BuildResult> {
 	}
 	checkTarget(target);
 	await ctx.progress(5);
-	const settings = ipxeWorkerSettings();
+	const settings = ipxeWorkerSettings(ctx.config);
 	return settings.sourceDir
 		? buildFromSource(ctx, target, sourceTreeFor({ ...settings, sourceDir: settings.sourceDir }, ctx.config))
 		: serveDebianPrebuilt(ctx, target);

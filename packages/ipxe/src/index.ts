@@ -3,7 +3,7 @@ import type { ServiceSchema } from "moleculer";
 import { ConfigError, DataTypes, builderManagerMixin, builderWorkerMixin, configOf, textParam, type BuilderSpec } from "@clusterplatform/core";
 import { buildIpxe, defaultTarget, ipxeWorkerSettings, sourceTreeFor } from "./build";
 import { DEBIAN_IPXE_DIR } from "./prebuilt";
-import { IpxeSourceTree } from "./source-tree";
+import { IpxeSourceTree, type PlatformTreeState } from "./source-tree";
 import { DRIVERS, EXTENSIONS, MAX_SCRIPT_BYTES, PLATFORMS, artifactFileName, checkScript, checkTarget, type Target } from "./targets";
 
 export * from "./targets";
@@ -16,6 +16,16 @@ export * from "./build";
  * and their combination is checked; the script is text that only ever goes into a file passed as
  * EMBED=<file>.
  */
+/** GET /api/ipxes/toolchain: how builds are made, and (from source) each platform's object tree. */
+export interface IpxeToolchain {
+	mode: "source" | "prebuilt";
+	/** Whether scripts are compiled into the binaries. */
+	embedded: boolean;
+	source: string;
+	fingerprint?: string;
+	platforms: PlatformTreeState[];
+}
+
 export const IPXES: BuilderSpec = {
 	name: "ipxes",
 	fields: {
@@ -46,17 +56,28 @@ export const IPXES: BuilderSpec = {
 	/**
 	 * Identical inputs build different files from a source tree and from Debian's package, so the
 	 * mode is part of the content address. The manager assumes its workers share its
-	 * IPXE_SOURCE_DIR setting (always so in one process; set it on both in a cluster).
+	 * IPXE_SOURCE_DIR setting (always so in one process and on one machine; set it on both in a cluster).
 	 */
-	get version() {
-		return process.env.IPXE_SOURCE_DIR?.trim() ? "1-source" : "1-prebuilt";
-	},
+	version: (config) => (ipxeWorkerSettings(config).sourceDir ? "1-source" : "1-prebuilt"),
 };
 
 /** /api/ipxes: iPXE network bootloaders (seed: POST {script, platform, driver, extension}); builds are queued. */
 export const IpxesService: ServiceSchema = {
 	name: "ipxes",
 	mixins: [builderManagerMixin(IPXES)],
+	actions: {
+		/** What each connected worker builds with: the source tree and each platform's preparation, or Debian's binaries. */
+		toolchain: {
+			rest: "GET /toolchain",
+			async handler(this: any): Promise<{ workers: ({ nodeID: string } & (IpxeToolchain | { error: string }))[] }> {
+				const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
+				const nodes: string[] = [...new Set<string>(services.filter((s: { name: string }) => s.name === "ipxes-worker").map((s: { nodeID: string }) => s.nodeID))];
+				// One worker that does not answer is reported as such; the others still are.
+				const answers = await Promise.allSettled(nodes.map((nodeID) => this.broker.call("ipxes-worker.toolchain", {}, { nodeID, timeout: 10_000 })));
+				return { workers: answers.map((answer, i) => ({ nodeID: nodes[i]!, ...(answer.status === "fulfilled" ? answer.value : { error: String(answer.reason?.message ?? answer.reason) }) })) };
+			},
+		},
+	},
 };
 
 /**
@@ -66,8 +87,19 @@ export const IpxesService: ServiceSchema = {
 export const IpxesWorkerService: ServiceSchema = {
 	name: "ipxes-worker",
 	mixins: [builderWorkerMixin({ ...IPXES, build: buildIpxe, concurrency: 2, timeout: 30 * 60 * 1000 })],
+	actions: {
+		toolchain: {
+			visibility: "public",
+			async handler(this: any): Promise<IpxeToolchain> {
+				const settings = ipxeWorkerSettings(configOf(this.broker));
+				if (!settings.sourceDir) return { mode: "prebuilt", embedded: false, source: DEBIAN_IPXE_DIR, platforms: [] };
+				const tree = sourceTreeFor({ ...settings, sourceDir: settings.sourceDir }, configOf(this.broker));
+				return { mode: "source", embedded: true, source: tree.srcDir, fingerprint: await tree.fingerprint(), platforms: await tree.states(PLATFORMS) };
+			},
+		},
+	},
 	started(this: any) {
-		const settings = ipxeWorkerSettings();
+		const settings = ipxeWorkerSettings(configOf(this.broker));
 		if (!settings.sourceDir) {
 			if (!fs.existsSync(DEBIAN_IPXE_DIR)) throw new ConfigError(`no IPXE_SOURCE_DIR and no ${DEBIAN_IPXE_DIR}: set IPXE_SOURCE_DIR or install Debian's ipxe package (apt-get install ipxe)`);
 			this.logger.info(`ipxes-worker: no IPXE_SOURCE_DIR; serving Debian's prebuilt iPXE from ${DEBIAN_IPXE_DIR} (scripts are not embedded)`);
@@ -81,6 +113,12 @@ export const IpxesWorkerService: ServiceSchema = {
 			const target = defaultTarget(platform);
 			tree.prepare(target, this.logger).catch((err: Error) => this.logger.error(`ipxes-worker: preparing ${platform} failed: ${err.message}`));
 		}
+		this.sourceTree = tree;
+	},
+	async stopped(this: any) {
+		// The warm-up above, and spare copies being made, end with the worker.
+		await this.sourceTree?.stopPreparations();
+		await this.sourceTree?.idle();
 	},
 };
 

@@ -3,7 +3,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, permanentFailure, requireBinary, run, which } from "@clusterplatform/core";
+import { ConfigError, permanentFailure, processAlive, requireBinary, run, which } from "@clusterplatform/core";
 import { makeGoal, type Platform, type Target } from "./targets";
 
 /**
@@ -33,12 +33,19 @@ const CROSS_COMPILERS: Partial<Record<Platform, { prefix: string; debianPackage:
 	"bin-arm64-efi": { prefix: "aarch64-linux-gnu-", debianPackage: "gcc-aarch64-linux-gnu" },
 };
 
+/** The cross compiler a platform needs and this machine lacks, or null. */
+export function crossCompilerMissing(platform: Platform): { prefix: string; debianPackage: string } | null {
+	const cross = CROSS_COMPILERS[platform];
+	return cross && !which(`${cross.prefix}gcc`) ? cross : null;
+}
+
 /** iPXE's util/genfsimg makes .iso images with whichever of these it finds (Debian: xorriso or genisoimage). */
 const ISO_MAKERS = ["xorrisofs", "genisoimage", "mkisofs"];
 
 const PREPARE_TIMEOUT_MS = 30 * 60 * 1000;
 const BUILD_TIMEOUT_MS = 10 * 60 * 1000;
 const COPY_TIMEOUT_MS = 5 * 60 * 1000;
+const LOCK_POLL_MS = 1000;
 /** Scratch, spare and build copies older than this belong to a worker that died. */
 const ABANDONED_AFTER_MS = 60 * 60 * 1000;
 /** Names beside the prepared tree <platform>: <platform>.<kind>-<random>. */
@@ -60,6 +67,16 @@ export interface PreparedManifest {
 	copySeconds: number;
 	buildSeconds: number[];
 	preparedAt: string;
+}
+
+/** A platform's object tree as an operator sees it while the worker prepares it. */
+export interface PlatformTreeState {
+	platform: Platform;
+	state: "prepared" | "preparing" | "not prepared" | "failed";
+	/** Seconds the preparation took (prepared trees). */
+	seconds?: number;
+	preparedAt?: string;
+	error?: string;
 }
 
 export interface BuildOptions {
@@ -161,6 +178,9 @@ export class IpxeSourceTree {
 	private fingerprintOnce: Promise<string> | null = null;
 	private readonly preparing = new Map<string, Promise<string>>();
 	private readonly refilling = new Map<string, Promise<void>>();
+	private readonly failures = new Map<Platform, string>();
+	/** One per preparation in progress, so a stopping worker can end them (see stopPreparations). */
+	private readonly preparationAborts = new Map<Platform, AbortController>();
 
 	constructor(
 		sourceDir: string,
@@ -201,8 +221,8 @@ export class IpxeSourceTree {
 
 	/** Refuse targets this worker cannot build, before spending a minute on them. */
 	checkBuildable(target: Target): void {
-		const cross = CROSS_COMPILERS[target.platform];
-		if (cross && !which(`${cross.prefix}gcc`)) {
+		const cross = crossCompilerMissing(target.platform);
+		if (cross) {
 			permanentFailure(`${target.platform} needs the cross compiler ${cross.prefix}gcc (Debian package ${cross.debianPackage}), which this worker lacks`);
 		}
 		if (target.extension === "iso" && !ISO_MAKERS.some((binary) => which(binary))) {
@@ -224,7 +244,7 @@ export class IpxeSourceTree {
 
 	private make(tree: string, target: Target, embed: string, timeout: number, signal?: AbortSignal) {
 		// A parent make's flags (e.g. from a CI job) must not leak into iPXE's build.
-		return run("make", this.makeArgs(tree, target, embed), { timeout, signal, env: { MAKEFLAGS: "", MFLAGS: "", MAKELEVEL: "" } });
+		return run("make", this.makeArgs(tree, target, embed), { timeout, signal, processGroup: true, env: { MAKEFLAGS: "", MFLAGS: "", MAKELEVEL: "" } });
 	}
 
 	/**
@@ -237,30 +257,67 @@ export class IpxeSourceTree {
 		const key = target.platform;
 		let pending = this.preparing.get(key);
 		if (!pending) {
-			pending = this.prepareUncached(target, logger).finally(() => this.preparing.delete(key));
+			this.failures.delete(key);
+			const abort = new AbortController();
+			this.preparationAborts.set(key, abort);
+			pending = this.prepareUncached(target, abort.signal, logger)
+				.catch((err: Error) => {
+					this.failures.set(key, err.message.slice(-2000));
+					throw err;
+				})
+				.finally(() => {
+					this.preparing.delete(key);
+					this.preparationAborts.delete(key);
+				});
 			this.preparing.set(key, pending);
 		}
 		return pending;
 	}
 
-	private async prepareUncached(target: Target, logger?: BuildOptions["logger"]): Promise<string> {
+	/** Where each platform's tree stands: prepared (by anyone), being prepared here, or failed here. */
+	async states(platforms: readonly Platform[]): Promise<PlatformTreeState[]> {
+		return Promise.all(
+			platforms.map(async (platform): Promise<PlatformTreeState> => {
+				const manifest = await this.manifest(platform);
+				if (manifest) return { platform, state: "prepared", seconds: manifest.seconds, preparedAt: manifest.preparedAt };
+				if (this.preparing.has(platform)) return { platform, state: "preparing" };
+				const error = this.failures.get(platform);
+				return error ? { platform, state: "failed", error } : { platform, state: "not prepared" };
+			}),
+		);
+	}
+
+	/**
+	 * End the preparations in progress (their make is killed, the scratch copy removed) and wait
+	 * for them: a stopping worker leaves no compiler running. A later prepare() starts afresh.
+	 */
+	async stopPreparations(): Promise<void> {
+		for (const abort of this.preparationAborts.values()) abort.abort(new Error("the worker is stopping"));
+		await Promise.allSettled([...this.preparing.values()]);
+	}
+
+	private async prepareUncached(target: Target, signal: AbortSignal, logger?: BuildOptions["logger"]): Promise<string> {
 		const dir = await this.preparedDir(target.platform);
 		await removeAbandonedCopies(dir);
 		if (await this.manifest(target.platform)) return dir;
 		await fsp.mkdir(path.dirname(dir), { recursive: true });
-		const scratch = await fsp.mkdtemp(`${dir}${PREPARING}`);
+		// One process prepares a platform at a time; the others wait for its manifest.
+		const lock = await this.lockPreparation(dir, target.platform, signal, logger);
+		if (!lock) return dir;
+		let scratch: string | null = null;
 		try {
+			scratch = await fsp.mkdtemp(`${dir}${PREPARING}`);
 			const started = Date.now();
 			logger?.info(`ipxe: preparing the ${target.platform} object tree in ${dir} (about a minute per platform)`);
 			const tree = path.join(scratch, "src");
-			await run("cp", ["-a", "--", this.srcDir, tree], { timeout: COPY_TIMEOUT_MS });
+			await run("cp", ["-a", "--", this.srcDir, tree], { timeout: COPY_TIMEOUT_MS, signal });
 			const copySeconds = (Date.now() - started) / 1000;
 			const buildSeconds: number[] = [];
 			for (const [index, script] of PLACEHOLDER_SCRIPTS.entries()) {
 				const embed = path.join(scratch, `placeholder-${index}.ipxe`);
 				await writeEmbed(embed, script, tree, target);
 				const buildStarted = Date.now();
-				await this.make(tree, target, embed, PREPARE_TIMEOUT_MS);
+				await this.make(tree, target, embed, PREPARE_TIMEOUT_MS, signal);
 				buildSeconds.push((Date.now() - buildStarted) / 1000);
 			}
 			const manifest: PreparedManifest = {
@@ -283,8 +340,45 @@ export class IpxeSourceTree {
 			// No spare yet: a prepared tree may be baked into an image, where a spare would only add weight.
 			return dir;
 		} finally {
-			await fsp.rm(scratch, { recursive: true, force: true });
+			if (scratch) await fsp.rm(scratch, { recursive: true, force: true });
+			await fsp.rm(lock, { force: true });
 		}
+	}
+
+	/**
+	 * The platform's preparation lock (`<dir>.lock`, holding the preparing process's PID), or null
+	 * once another process has prepared the tree meanwhile. A lock whose process is gone is taken over.
+	 */
+	private async lockPreparation(dir: string, platform: Platform, signal: AbortSignal, logger?: BuildOptions["logger"]): Promise<string | null> {
+		const lock = `${dir}.lock`;
+		const deadline = Date.now() + PREPARE_TIMEOUT_MS;
+		let told = false;
+		while (Date.now() < deadline) {
+			signal.throwIfAborted();
+			try {
+				await fsp.writeFile(lock, String(process.pid), { flag: "wx" });
+				// Prepared by the holder we just replaced, between our check and the lock?
+				if (await this.manifest(platform)) {
+					await fsp.rm(lock, { force: true });
+					return null;
+				}
+				return lock;
+			} catch (err) {
+				if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+			}
+			const holder = Number(await fsp.readFile(lock, "utf8").catch(() => ""));
+			// Our own PID: an earlier life of this process (a restarted container gets the same PID),
+			// since this process prepares a platform once at a time (prepare() shares it).
+			if (!holder || holder === process.pid || !processAlive(holder)) {
+				await fsp.rm(lock, { force: true });
+				continue;
+			}
+			if (!told) logger?.info(`ipxe: process ${holder} is preparing the ${platform} object tree; waiting for it`);
+			told = true;
+			await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+			if (await this.manifest(platform)) return null;
+		}
+		throw new Error(`the ${platform} object tree was not prepared within ${PREPARE_TIMEOUT_MS / 60_000} minutes by process ${await fsp.readFile(lock, "utf8").catch(() => "?")}`);
 	}
 
 	/**

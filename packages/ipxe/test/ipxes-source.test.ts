@@ -2,26 +2,23 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
-import { startQemu, startRequestRecorder, type QemuRun, type RequestRecorder } from "../../../test/support/boot-qemu";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { ipxeSource } from "@clusterplatform/test-kit/ipxe-source";
+import { describeIf } from "@clusterplatform/test-kit/requirements";
+import { startQemu, startRequestRecorder, type QemuRun, type RequestRecorder } from "@clusterplatform/test-kit/boot-qemu";
 
 /**
- * Real builds from an iPXE checkout (IPXE_SOURCE_DIR), proven by booting them: the embedded
- * script's HTTP request must arrive. The first build per platform prepares its object tree (about
- * a minute on a free core), so this suite takes minutes.
+ * Real builds from the iPXE source (the tree scripts/setup installs, or IPXE_SOURCE_DIR), proven
+ * by booting them: the embedded script's HTTP request must arrive. Setup prepares each platform's
+ * object tree; on a machine where it did not, the first build per platform prepares it (about a
+ * minute on a free core).
  */
-const SOURCE = process.env.IPXE_SOURCE_DIR?.trim();
-const describeWithSource = SOURCE ? describe : describe.skip;
-if (!SOURCE) {
-	// A test of its own, so the line shows even though everything else here is skipped.
-	it("says what it skipped", () => console.log("skipped: IPXE_SOURCE_DIR not set — source-tree builds not tested"));
-}
 
 const BUILD_TIMEOUT_MS = 12 * 60 * 1000;
 const BOOT_TIMEOUT_MS = 120_000;
 
-describeWithSource("ipxes built from the iPXE source tree", () => {
+describeIf(ipxeSource().reason, "ipxes built from the iPXE source tree", () => {
 	let provisioner: TestProvisioner;
 	let recorder: RequestRecorder;
 	const guests: QemuRun[] = [];
@@ -128,6 +125,34 @@ describeWithSource("ipxes built from the iPXE source tree", () => {
 		// Each guest asked only for its own marker: the scripts were not crossed.
 		expect(recorder.paths.filter((p) => p === first.marker || p === second.marker).sort()).toEqual([first.marker, second.marker].sort());
 	}, BUILD_TIMEOUT_MS + 2 * BOOT_TIMEOUT_MS);
+
+	it("GET /api/ipxes/toolchain: the worker builds from the source tree, every buildable platform prepared or being prepared", async () => {
+		const response = await provisioner.api("/ipxes/toolchain");
+		expect(response.status).toBe(200);
+		const { workers } = await response.json();
+		expect(workers).toHaveLength(1);
+		const [toolchain] = workers;
+		expect(toolchain).toMatchObject({ mode: "source", embedded: true, fingerprint: expect.stringMatching(/^[0-9a-f]{16}$/) });
+		expect(toolchain.source).toMatch(/src$/);
+		const states = Object.fromEntries(toolchain.platforms.map((p: { platform: string; state: string }) => [p.platform, p.state]));
+		expect(Object.keys(states).sort()).toEqual(["bin", "bin-arm64-efi", "bin-i386-efi", "bin-x86_64-efi", "bin-x86_64-pcbios"]);
+		for (const state of Object.values(states)) expect(["prepared", "preparing"]).toContain(state);
+	});
+
+	it.each([
+		["bin-i386-efi", 0x014c],
+		["bin-arm64-efi", 0xaa64],
+	])("%s/ipxe.efi: built with the script embedded, a PE image for its machine", async (platform, machine) => {
+		const { script, marker } = markedScript(platform);
+		const { row } = await build({ script, platform, driver: "ipxe", extension: "efi" });
+		expect(row).toMatchObject({ status: "done", error: null, embedded: true });
+		const bytes = fs.readFileSync(await download(row.url, `${platform}.efi`));
+		const pe = bytes.readUInt32LE(0x3c);
+		expect(bytes.toString("latin1", pe, pe + 4)).toBe("PE\0\0");
+		expect(bytes.readUInt16LE(pe + 4)).toBe(machine);
+		// EFI images are not compressed: the script is in the binary as written.
+		expect(bytes.includes(Buffer.from(marker))).toBe(true);
+	}, BUILD_TIMEOUT_MS);
 
 	it("the seed's BIOS example (bin-x86_64-pcbios, ipxe, kpxe) builds for real on the prepared tree", async () => {
 		const { row } = await build({ script: "#!ipxe\ndhcp\nchain http://services.example:30002/api/mainscripts/1", platform: "bin-x86_64-pcbios", driver: "ipxe", extension: "kpxe" });

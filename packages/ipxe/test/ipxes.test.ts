@@ -4,16 +4,16 @@ import path from "node:path";
 import { randomBytes } from "node:crypto";
 import { loadConfig } from "@clusterplatform/core";
 import { startProvisioner } from "@clusterplatform/cli";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
-import { startQemu, startRequestRecorder, type QemuRun, type RequestRecorder } from "../../../test/support/boot-qemu";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { startQemu, startRequestRecorder, type QemuRun, type RequestRecorder } from "@clusterplatform/test-kit/boot-qemu";
 
 /**
- * /api/ipxes without a source tree: Debian's prebuilt iPXE, which never carries the script. These
- * run everywhere (CI has no iPXE checkout); ipxes-source.test.ts covers real builds.
+ * /api/ipxes without a source tree (IPXE_SOURCE_DIR=none, an operator's choice; also what a machine
+ * that could not get the source falls back to): Debian's prebuilt iPXE, which never carries the
+ * script. ipxes-source.test.ts covers real builds.
  */
-delete process.env.IPXE_SOURCE_DIR;
-delete process.env.IPXE_PREPARE_PLATFORMS;
+const PREBUILT = { IPXE_SOURCE_DIR: "none" };
 
 const SEED_SCRIPT = (host: string) => `#!ipxe\ndhcp\nchain http://${host}/api/mainscripts/1`;
 
@@ -34,11 +34,17 @@ async function finished(provisioner: TestProvisioner, id: number, timeoutMs = 30
 describe.each(DATABASES)("ipxes with Debian's prebuilt iPXE on %s", (database) => {
 	let provisioner: TestProvisioner;
 	beforeAll(async () => {
-		provisioner = await startTestProvisioner({ database, services: ["gateway", "ipxes", "ipxes-worker"] });
+		provisioner = await startTestProvisioner({ database, services: ["gateway", "ipxes", "ipxes-worker"], env: PREBUILT });
 	});
 	afterAll(() => provisioner?.stop());
 
 	const rowCount = async () => (await (await provisioner.api("/ipxes")).json()).total;
+
+	it("GET /api/ipxes/toolchain says the worker serves Debian's binaries, which embed nothing", async () => {
+		const response = await provisioner.api("/ipxes/toolchain");
+		expect(response.status).toBe(200);
+		expect(await response.json()).toEqual({ workers: [{ nodeID: expect.any(String), mode: "prebuilt", embedded: false, source: "/usr/lib/ipxe", platforms: [] }] });
+	});
 
 	it.each(SEED_BUILDS)("seed example ($platform, $driver, $extension) is done with Debian's $debianFile, not embedded", async (build) => {
 		const { debianFile, delivery, ...inputs } = build;
@@ -116,15 +122,10 @@ describe.each(DATABASES)("ipxes with Debian's prebuilt iPXE on %s", (database) =
 });
 
 describe("ipxes-worker start-up", () => {
-	afterEach(() => {
-		delete process.env.IPXE_SOURCE_DIR;
-	});
-
 	it("refuses to start when IPXE_SOURCE_DIR is not an iPXE checkout, saying so in one line", async () => {
-		process.env.IPXE_SOURCE_DIR = "/nonexistent/ipxe";
 		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-ipxe-start-"));
 		try {
-			await expect(startProvisioner(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: "fatal" }), ["ipxes-worker"])).rejects.toThrow(
+			await expect(startProvisioner(loadConfig({ DATA_DIR: dataDir, LOG_LEVEL: "fatal", IPXE_SOURCE_DIR: "/nonexistent/ipxe" }), ["ipxes-worker"])).rejects.toThrow(
 				"IPXE_SOURCE_DIR=/nonexistent/ipxe is not an iPXE source tree",
 			);
 		} finally {
@@ -146,7 +147,7 @@ describe("Debian's ipxe.lkrn runs a script given as INITRD (QEMU)", () => {
 	beforeAll(async () => {
 		scratch = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-ipxe-lkrn-"));
 		recorder = await startRequestRecorder();
-		provisioner = await startTestProvisioner({ services: ["gateway", "mainscripts", "ipxes", "ipxes-worker"] });
+		provisioner = await startTestProvisioner({ services: ["gateway", "mainscripts", "ipxes", "ipxes-worker"], env: PREBUILT });
 	});
 	afterAll(async () => {
 		await guest?.stop();

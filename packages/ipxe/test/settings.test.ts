@@ -1,17 +1,37 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError } from "@clusterplatform/core";
-import { IpxeSourceTree, ipxeWorkerSettings, locateIpxeSource, sourceFingerprint } from "../src";
+import { ConfigError, loadConfig } from "@clusterplatform/core";
+import { IpxeSourceTree, buildablePlatforms, ipxeWorkerSettings, locateIpxeSource, sourceFingerprint } from "../src";
 
 describe("ipxes-worker settings", () => {
-	it("defaults to Debian's prebuilt mode with make -j<cores>", () => {
-		expect(ipxeWorkerSettings({})).toEqual({ sourceDir: null, preparePlatforms: [], makeJobs: os.availableParallelism() });
+	const nowhere = { sourceDir: "/nonexistent/ipxe", treesDir: "/nonexistent/ipxe-trees" };
+
+	it("without a source tree installed or named: Debian's prebuilt mode with make -j<cores>", () => {
+		expect(ipxeWorkerSettings(loadConfig({}), nowhere)).toEqual({ sourceDir: null, treesDir: null, preparePlatforms: [], makeJobs: os.availableParallelism() });
 	});
 
-	it("reads IPXE_SOURCE_DIR, IPXE_PREPARE_PLATFORMS and IPXE_MAKE_JOBS", () => {
-		expect(ipxeWorkerSettings({ IPXE_SOURCE_DIR: "/src/ipxe", IPXE_PREPARE_PLATFORMS: "bin-x86_64-pcbios, bin-x86_64-efi", IPXE_MAKE_JOBS: "3" })).toEqual({
+	it("the tree setup installed is the default, with its prepared trees and every buildable platform", () => {
+		const root = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-installed-ipxe-"));
+		try {
+			const installed = { sourceDir: path.join(root, "ipxe"), treesDir: path.join(root, "ipxe-trees") };
+			fs.mkdirSync(path.join(installed.sourceDir, "src"), { recursive: true });
+			fs.writeFileSync(path.join(installed.sourceDir, "src", "Makefile"), "");
+			expect(ipxeWorkerSettings(loadConfig({}), installed)).toEqual({ sourceDir: installed.sourceDir, treesDir: installed.treesDir, preparePlatforms: buildablePlatforms(), makeJobs: os.availableParallelism() });
+			// "none" is the operator's way back to Debian's binaries; another tree keeps its trees in the data dir.
+			expect(ipxeWorkerSettings(loadConfig({ IPXE_SOURCE_DIR: "none" }), installed)).toMatchObject({ sourceDir: null, treesDir: null, preparePlatforms: [] });
+			expect(ipxeWorkerSettings(loadConfig({ IPXE_SOURCE_DIR: "/src/ipxe", IPXE_PREPARE_PLATFORMS: "" }), installed)).toMatchObject({ sourceDir: "/src/ipxe", treesDir: null, preparePlatforms: [] });
+		} finally {
+			fs.rmSync(root, { recursive: true, force: true });
+		}
+	});
+
+	it("reads IPXE_SOURCE_DIR, IPXE_TREES_DIR, IPXE_PREPARE_PLATFORMS and IPXE_MAKE_JOBS", () => {
+		expect(
+			ipxeWorkerSettings(loadConfig({ IPXE_SOURCE_DIR: "/src/ipxe", IPXE_TREES_DIR: "/var/cache/trees", IPXE_PREPARE_PLATFORMS: "bin-x86_64-pcbios, bin-x86_64-efi", IPXE_MAKE_JOBS: "3" }), nowhere),
+		).toEqual({
 			sourceDir: "/src/ipxe",
+			treesDir: "/var/cache/trees",
 			preparePlatforms: ["bin-x86_64-pcbios", "bin-x86_64-efi"],
 			makeJobs: 3,
 		});
@@ -23,8 +43,8 @@ describe("ipxes-worker settings", () => {
 		[{ IPXE_MAKE_JOBS: "0" }, /IPXE_MAKE_JOBS/],
 		[{ IPXE_MAKE_JOBS: "2; rm -rf /" }, /IPXE_MAKE_JOBS/],
 	])("refuses %j naming the variable", (env, message) => {
-		expect(() => ipxeWorkerSettings(env)).toThrow(ConfigError);
-		expect(() => ipxeWorkerSettings(env)).toThrow(message);
+		expect(() => ipxeWorkerSettings(loadConfig(env), nowhere)).toThrow(ConfigError);
+		expect(() => ipxeWorkerSettings(loadConfig(env), nowhere)).toThrow(message);
 	});
 
 	it("IPXE_SOURCE_DIR must be an iPXE checkout (root or its src/)", () => {

@@ -1,8 +1,9 @@
+import { spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { IpxeSourceTree, type Target } from "../src";
-import { eventually } from "../../../test/support/ports";
+import { eventually } from "@clusterplatform/test-kit/ports";
 
 /**
  * How IpxeSourceTree manages prepared trees and their copies (preparation shared by concurrent
@@ -15,7 +16,7 @@ bin-x86_64-pcbios/ipxe.lkrn: $(EMBED)
 	@echo "$(EMBED)" >> $(FIXTURE_MAKE_LOG)
 	@if grep -q FAIL $(EMBED); then echo "fixture: refusing to build" >&2; exit 1; fi
 	@mkdir -p bin-x86_64-pcbios
-	@sleep 0.2
+	@sleep $(or $(FIXTURE_SLEEP),0.2)
 	@{ echo "built by $(CURDIR) $(wildcard spare-marker)"; cat $(EMBED); } > $@
 `;
 
@@ -43,6 +44,7 @@ describe("IpxeSourceTree on a fixture tree", () => {
 		tree = new IpxeSourceTree(path.join(root, "ipxe"), path.join(root, "trees"), 2);
 	});
 	afterEach(async () => {
+		delete process.env.FIXTURE_SLEEP;
 		await tree.idle();
 		fs.rmSync(root, { recursive: true, force: true });
 	});
@@ -115,4 +117,53 @@ describe("IpxeSourceTree on a fixture tree", () => {
 		for (const name of leftovers) expect(now).not.toContain(name);
 		expect(now).toContain("bin-x86_64-pcbios.building-alive");
 	});
+
+	it("shows each platform's state, and a stopping worker ends a preparation in progress; the next prepare starts afresh", async () => {
+		expect(await tree.states([TARGET.platform])).toEqual([{ platform: TARGET.platform, state: "not prepared" }]);
+		process.env.FIXTURE_SLEEP = "30";
+		const preparing = tree.prepare(TARGET);
+		expect(await tree.states([TARGET.platform])).toEqual([{ platform: TARGET.platform, state: "preparing" }]);
+		const started = Date.now();
+		await tree.stopPreparations();
+		expect(Date.now() - started).toBeLessThan(10_000);
+		await expect(preparing).rejects.toThrow();
+		// make's children went with it (the fixture's `sleep 30` stands for the compilers).
+		expect(spawnSync("pgrep", ["-f", "^sleep 30$"]).stdout.toString().trim()).toBe("");
+		expect((await tree.states([TARGET.platform]))[0]).toMatchObject({ state: "failed", error: expect.any(String) });
+		// Nothing half-made is left as if prepared.
+		expect(await tree.manifest(TARGET.platform)).toBeNull();
+		delete process.env.FIXTURE_SLEEP;
+		await tree.prepare(TARGET);
+		expect((await tree.states([TARGET.platform]))[0]).toMatchObject({ state: "prepared", seconds: expect.any(Number) });
+	}, 30_000);
+
+	it("waits while another live process holds the platform's preparation lock, and uses the tree it prepared", async () => {
+		const dir = await tree.preparedDir(TARGET.platform);
+		fs.mkdirSync(path.dirname(dir), { recursive: true });
+		const other = spawn("sleep", ["30"], { stdio: "ignore" });
+		try {
+			fs.writeFileSync(`${dir}.lock`, String(other.pid));
+			const preparing = tree.prepare(TARGET);
+			await new Promise((resolve) => setTimeout(resolve, 1500));
+			expect(makeRuns()).toBe(0);
+			// The other process finishes: its tree and manifest appear, its lock goes.
+			fs.mkdirSync(dir, { recursive: true });
+			fs.writeFileSync(path.join(dir, ".clusterplatform-prepared.json"), JSON.stringify({ goal: "x", seconds: 1 }));
+			fs.rmSync(`${dir}.lock`);
+			await expect(preparing).resolves.toBe(dir);
+			expect(makeRuns()).toBe(0);
+		} finally {
+			other.kill("SIGKILL");
+		}
+	}, 20_000);
+
+	it("takes over a preparation lock whose process is gone", async () => {
+		const dir = await tree.preparedDir(TARGET.platform);
+		fs.mkdirSync(path.dirname(dir), { recursive: true });
+		const gone = spawnSync("true").pid;
+		fs.writeFileSync(`${dir}.lock`, String(gone));
+		await expect(tree.prepare(TARGET)).resolves.toBe(dir);
+		expect(makeRuns()).toBe(2);
+		expect(fs.existsSync(`${dir}.lock`)).toBe(false);
+	}, 20_000);
 });

@@ -1,3 +1,4 @@
+import fsp from "node:fs/promises";
 import path from "node:path";
 import type { Context, ServiceBroker } from "moleculer";
 import { Errors } from "moleculer";
@@ -17,10 +18,22 @@ export interface IsoPart {
 	/** Path in the ISO tree; null for parts that are not files on the ISO (the MBR template, zips). */
 	target: string | null;
 	required: boolean;
+	/** EFI binaries: the CPU their PE header must name (checked when the ISO is built). */
+	efiArch?: EfiArch;
+	/** ipxes parts given by id: the platforms whose rows fit (checked at POST). */
+	platforms?: readonly string[];
 }
 
+/** UEFI architectures an ISO can carry a loader for: PE machine type and removable-media file name. */
+export const EFI_ARCHES = {
+	x64: { machine: 0x8664, loader: "BOOTX64.EFI" },
+	ia32: { machine: 0x014c, loader: "BOOTIA32.EFI" },
+	aa64: { machine: 0xaa64, loader: "BOOTAA64.EFI" },
+} as const;
+export type EfiArch = keyof typeof EFI_ARCHES;
+
 export const ISO_PARTS = {
-	ipxeUefi: { service: "ipxes", suffix: ".efi", target: "ipxe.efi", required: true },
+	ipxeUefi: { service: "ipxes", suffix: ".efi", target: "ipxe.efi", required: true, efiArch: "x64", platforms: ["bin-x86_64-efi"] },
 	ipxeBios: { service: "ipxes", suffix: ".lkrn", target: "ipxe.lkrn", required: true },
 	grubImg: { service: "grubs", suffix: "grub.img", target: "boot/grub.img", required: true },
 	grubEfiX64: { service: "grubs", suffix: "grub.zip", target: null, required: false },
@@ -28,6 +41,10 @@ export const ISO_PARTS = {
 	ldLinux: { service: "syslinuxs", suffix: "ldlinux.c32", target: "isolinux/ldlinux.c32", required: true },
 	isolinuxBin: { service: "syslinuxs", suffix: "isolinux.bin", target: "isolinux/isolinux.bin", required: true },
 	isohdpfxBin: { service: "syslinuxs", suffix: "isohdpfx.bin", target: null, required: true },
+	// Optional UEFI loaders for the other architectures: iPXE itself is the removable-media loader
+	// (GRUB's grub.cfg chainloads the x64 /ipxe.efi, and Debian has no arm64 GRUB for amd64 hosts).
+	ipxeIa32: { service: "ipxes", suffix: ".efi", target: "EFI/BOOT/BOOTIA32.EFI", required: false, efiArch: "ia32", platforms: ["bin-i386-efi"] },
+	ipxeArm64: { service: "ipxes", suffix: ".efi", target: "EFI/BOOT/BOOTAA64.EFI", required: false, efiArch: "aa64", platforms: ["bin-arm64-efi"] },
 } as const satisfies Record<string, IsoPart>;
 export type IsoPartName = keyof typeof ISO_PARTS;
 export const PART_NAMES = Object.keys(ISO_PARTS) as IsoPartName[];
@@ -80,8 +97,48 @@ export async function validateParts(inputs: Record<string, any>, ctx: Context | 
 			const problem = urlProblem(url);
 			if (problem) invalid(`${name}Url`, problem);
 		}
-		if (id !== undefined && ctx) await artifactOf((a, p) => ctx.call(a, p), `${name}Id`, part, id);
+		if (id !== undefined && ctx) {
+			await artifactOf((a, p) => ctx.call(a, p), `${name}Id`, part, id);
+			if (part.platforms) await checkPlatform(ctx, `${name}Id`, part, id);
+		}
 	}
+}
+
+/** An iPXE row given for a UEFI loader must be built for that loader's CPU. */
+async function checkPlatform(ctx: Context, field: string, part: IsoPart, id: number): Promise<void> {
+	const row = await ctx.call<{ platform?: string }, { id: number }>(`${part.service}.get`, { id }, { meta: { accept: "application/json" } });
+	if (row.platform !== undefined && !part.platforms!.includes(row.platform)) {
+		invalid(field, `${part.service} ${id} is built for ${row.platform}, not ${part.platforms!.join(" or ")}`);
+	}
+}
+
+/** The CPU a PE/COFF image is built for (its COFF machine field), or null when it is no PE image. */
+export function peMachine(head: Buffer): number | null {
+	if (head.length < 0x40 || head.toString("latin1", 0, 2) !== "MZ") return null;
+	const pe = head.readUInt32LE(0x3c);
+	if (pe + 6 > head.length || head.toString("latin1", pe, pe + 4) !== "PE\0\0") return null;
+	return head.readUInt16LE(pe + 4);
+}
+
+const machineName = (machine: number) => Object.entries(EFI_ARCHES).find(([, a]) => a.machine === machine)?.[0] ?? `machine 0x${machine.toString(16)}`;
+
+/** Build time: an EFI part (by id or any URL) must be a PE image for its architecture. */
+export async function checkEfiBinary(name: IsoPartName, inputs: Record<string, any>, file: string): Promise<void> {
+	const arch = (ISO_PARTS[name] as IsoPart).efiArch;
+	if (!arch) return;
+	const field = inputs[`${name}Id`] != null ? `${name}Id` : `${name}Url`;
+	const handle = await fsp.open(file, "r");
+	let head: Buffer;
+	try {
+		const buffer = Buffer.alloc(4096);
+		const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+		head = buffer.subarray(0, bytesRead);
+	} finally {
+		await handle.close();
+	}
+	const machine = peMachine(head);
+	if (machine === null) permanentFailure(`${field}: not an EFI (PE) image`);
+	if (machine !== EFI_ARCHES[arch].machine) permanentFailure(`${field}: an EFI image for ${machineName(machine)}, not ${arch}`);
 }
 
 /** Inputs made only of store artifacts (by id or own URL) cannot change under us: cacheable. */

@@ -4,9 +4,30 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { storeFor } from "@clusterplatform/core";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
-import { PART_NAMES, isPublicAddress, urlProblem } from "../src";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { EFI_ARCHES, PART_NAMES, isPublicAddress, peMachine, urlProblem } from "../src";
+
+/** The smallest file peMachine reads as a PE image for `machine` (enough for the ISO builder, which never runs it). */
+function fakePe(machine: number): Buffer {
+	const file = Buffer.alloc(512);
+	file.write("MZ", 0, "latin1");
+	file.writeUInt32LE(0x80, 0x3c);
+	file.write("PE\0\0", 0x80, "latin1");
+	file.writeUInt16LE(machine, 0x84);
+	return file;
+}
+
+describe("peMachine", () => {
+	it("reads the COFF machine of a PE image, null for anything else", () => {
+		for (const { machine } of Object.values(EFI_ARCHES)) expect(peMachine(fakePe(machine))).toBe(machine);
+		expect(peMachine(fs.readFileSync("/usr/lib/ipxe/ipxe.efi"))).toBe(EFI_ARCHES.x64.machine);
+		expect(peMachine(Buffer.from("#!ipxe\n"))).toBeNull();
+		expect(peMachine(Buffer.alloc(64))).toBeNull();
+		const truncated = fakePe(0x14c).subarray(0, 0x82);
+		expect(peMachine(truncated)).toBeNull();
+	});
+});
 
 const LABEL = "CPP TEST ISO";
 
@@ -105,6 +126,70 @@ describe("isos", () => {
 		expect(fs.readFileSync(cfg, "utf8")).toMatch(/LINUX \/ipxe\.lkrn\n\s+INITRD \/script\.ipxe/);
 	});
 
+	it("with ipxeIa32/ipxeArm64: an El Torito EFI image holding GRUB's BOOTX64.EFI and iPXE as BOOTIA32.EFI and BOOTAA64.EFI, also on the ISO's file system", async () => {
+		const store = storeFor(provisioner.config);
+		fs.writeFileSync(path.join(scratch, "ia32.efi"), fakePe(EFI_ARCHES.ia32.machine));
+		fs.writeFileSync(path.join(scratch, "aa64.efi"), fakePe(EFI_ARCHES.aa64.machine));
+		const ia32 = await store.putFile("test-parts/ia32/ipxe.efi", path.join(scratch, "ia32.efi"));
+		const aa64 = await store.putFile("test-parts/aa64/ipxe.efi", path.join(scratch, "aa64.efi"));
+		// A grub.zip whose ia32 loader is spelled in lower case: iPXE's BOOTIA32.EFI replaces it, no second file.
+		const zipDir = path.join(scratch, "lower-case-zip");
+		fs.mkdirSync(path.join(zipDir, "EFI", "BOOT"), { recursive: true });
+		fs.writeFileSync(path.join(zipDir, "EFI", "BOOT", "bootia32.efi"), "a GRUB that would chainload the x64 /ipxe.efi");
+		execFileSync("zip", ["-q", "-r", path.join(scratch, "lower.zip"), "EFI"], { cwd: zipDir });
+		const lowerZip = await store.putFile("test-parts/lower/grub.zip", path.join(scratch, "lower.zip"));
+		const row = await build("isos", { ...byIds(), grubEfiX86Url: lowerZip.url, ipxeIa32Url: ia32.url, ipxeArm64Url: aa64.url });
+		expect(row).toMatchObject({ status: "done", ipxeIa32Url: ia32.url, ipxeArm64Url: aa64.url, ipxeIa32Id: null });
+		const iso = path.join(scratch, "more-arches.iso");
+		fs.writeFileSync(iso, Buffer.from(await (await fetch(row.url)).arrayBuffer()));
+		const listing = execFileSync("xorriso", ["-indev", iso, "-find", "/", "-type", "f"], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+		for (const file of ["/boot/efiboot.img", "/EFI/BOOT/BOOTX64.EFI", "/EFI/BOOT/BOOTIA32.EFI", "/EFI/BOOT/BOOTAA64.EFI", "/ipxe.efi"]) expect(listing).toContain(`'${file}'`);
+		expect(listing).not.toContain("'/boot/grub.img'");
+		expect(listing.toUpperCase().split("/EFI/BOOT/BOOTIA32.EFI").length - 1).toBe(1);
+		const onIso = path.join(scratch, "iso-BOOTIA32.EFI");
+		execFileSync("xorriso", ["-osirrox", "on", "-indev", iso, "-extract", "/EFI/BOOT/BOOTIA32.EFI", onIso], { stdio: "ignore" });
+		expect(fs.readFileSync(onIso)).toEqual(fakePe(EFI_ARCHES.ia32.machine));
+		const image = path.join(scratch, "efiboot.img");
+		execFileSync("xorriso", ["-osirrox", "on", "-indev", iso, "-extract", "/boot/efiboot.img", image], { stdio: "ignore" });
+		const env = { ...process.env, MTOOLS_SKIP_CHECK: "1" };
+		expect(execFileSync("mdir", ["-i", image, "-b", "::/EFI/BOOT"], { env }).toString().split("\n").filter(Boolean).sort()).toEqual(
+			["::/EFI/BOOT/BOOTAA64.EFI", "::/EFI/BOOT/BOOTIA32.EFI", "::/EFI/BOOT/BOOTX64.EFI"],
+		);
+		for (const [loader, machine] of [["BOOTIA32.EFI", EFI_ARCHES.ia32.machine], ["BOOTAA64.EFI", EFI_ARCHES.aa64.machine], ["BOOTX64.EFI", EFI_ARCHES.x64.machine]] as const) {
+			const out = path.join(scratch, `out-${loader}`);
+			execFileSync("mcopy", ["-n", "-i", image, `::/EFI/BOOT/${loader}`, out], { env });
+			expect(peMachine(fs.readFileSync(out))).toBe(machine);
+		}
+		// The El Torito entry (and the GPT's EFI partition) is the new image.
+		const report = execFileSync("xorriso", ["-indev", iso, "-report_el_torito", "plain"], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+		expect(report).toMatch(/El Torito boot img :\s+2\s+UEFI\s+y\s+none\s+0x0000\s+0x00\s+\d+\s+\d+/);
+		expect(report).toContain("/boot/efiboot.img");
+	});
+
+	it("fails the build naming the field when a UEFI loader is built for another CPU", async () => {
+		const store = storeFor(provisioner.config);
+		const row = await finished("isos", (await post("isos", { ...byIds(), ipxeIa32Url: ipxe.uefi })).body.id);
+		expect(row.status).toBe("failed");
+		expect(row.error).toMatch(/ipxeIa32Url: an EFI image for x64, not ia32/);
+		fs.writeFileSync(path.join(scratch, "not-pe.efi"), "#!ipxe\n");
+		const notPe = await store.putFile("test-parts/not-pe/ipxe.efi", path.join(scratch, "not-pe.efi"));
+		const second = await finished("isos", (await post("isos", { ...byIds(), ipxeArm64Url: notPe.url })).body.id);
+		expect(second.error).toMatch(/ipxeArm64Url: not an EFI \(PE\) image/);
+		// With an extra loader the GRUB image is opened as FAT (its loaders are copied out by name).
+		fs.writeFileSync(path.join(scratch, "aa64.efi"), fakePe(EFI_ARCHES.aa64.machine));
+		const aa64 = await store.putFile("test-parts/aa64-b/ipxe.efi", path.join(scratch, "aa64.efi"));
+		const third = await finished("isos", (await post("isos", { ...byIds(), grubImgId: undefined, grubImgUrl: ipxe.bios, ipxeArm64Url: aa64.url })).body.id);
+		expect(third.error).toMatch(/grubImgUrl: not a FAT image with an EFI\/BOOT folder/);
+	});
+
+	it("refuses ipxeIa32Id/ipxeArm64Id when no ipxes service runs here, naming the field", async () => {
+		for (const field of ["ipxeIa32Id", "ipxeArm64Id"]) {
+			const response = await post("isos", { ...byIds(), [field]: 1 });
+			expect(response.status).toBe(422);
+			expect(response.body.data).toEqual([expect.objectContaining({ field, message: expect.stringContaining("ipxes service is not running") })]);
+		}
+	});
+
 	it("answers identical inputs from the content-addressed cache: done at once, same artifact, survives the first row's DELETE", async () => {
 		const first = await build("isos", byIds());
 		const second = await post("isos", byIds());
@@ -141,6 +226,20 @@ describe("isos", () => {
 		const row = await finished("isos", (await post("isos", { ...byIds(), grubEfiX64Id: undefined, grubEfiX64Url: evil.url })).body.id);
 		expect(row.status).toBe("failed");
 		expect(row.error).toMatch(/grubEfiX64Url: the zip holds "isolinux\/", outside EFI\/BOOT\//);
+	});
+
+	it("refuses a grub.zip holding a symlink (a later part written to that name would follow it anywhere), writing nothing through it", async () => {
+		const dir = path.join(scratch, "link-zip");
+		const target = path.join(scratch, "must-stay-untouched");
+		fs.writeFileSync(target, "original\n");
+		fs.mkdirSync(path.join(dir, "EFI", "BOOT"), { recursive: true });
+		fs.symlinkSync(target, path.join(dir, "EFI", "BOOT", "BOOTIA32.EFI"));
+		execFileSync("zip", ["-q", "-r", "--symlinks", path.join(scratch, "link.zip"), "EFI"], { cwd: dir });
+		const linked = await storeFor(provisioner.config).putFile("test-parts/link/grub.zip", path.join(scratch, "link.zip"));
+		const row = await finished("isos", (await post("isos", { ...byIds(), grubEfiX64Id: undefined, grubEfiX64Url: linked.url })).body.id);
+		expect(row.status).toBe("failed");
+		expect(row.error).toMatch(/grubEfiX64Url: the zip holds "EFI\/BOOT\/BOOTIA32.EFI", which is not a regular file/);
+		expect(fs.readFileSync(target, "utf8")).toBe("original\n");
 	});
 
 	it("refuses at build time a host name that resolves to a loopback address (SSRF), with the reason", async () => {

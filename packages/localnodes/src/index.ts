@@ -3,7 +3,7 @@ import { PassThrough, type Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, RateLimiter, UnavailableError, configOf, rateKeyOf, entityMixin, invalid, mayActForSite, respondCreated, textParam, type Caller, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, RateLimiter, UnavailableError, configOf, rateKeyOf, entityMixin, invalid, mayActForSite, respondCreated, textParam, type Caller, type RequestMeta } from "@clusterplatform/core";
 import { HOST_KEY_FINGERPRINT, WORKER_SERVICE, checkPrivateKey, fingerprint, type ScriptRecord, type ScriptResult } from "@clusterplatform/distributor";
 import type { EnrolmentCheck } from "./enrolments";
 
@@ -62,8 +62,17 @@ export function hostKeyFingerprint(field: string, value: string): string {
 	return invalid(field, "must be an SSH host key fingerprint (SHA256:… as `ssh-keygen -lf` prints it) or a public key line (ssh-ed25519 AAAA…)");
 }
 
-/** How often every node's reachability is checked from its site's distributor. */
+/** How often each site's reachability pass runs (from its distributor), and how old a check may get before it is due again. */
 const REACHABILITY_INTERVAL_MS = 30_000;
+/** Registrations within this window after the first are checked together, in one pass. */
+const REACHABILITY_COALESCE_MS = 1000;
+/** Batches (of REACH_BATCH nodes) one site gets in one pass: a pass's work is bounded whatever the fleet's size. */
+const REACH_BATCHES_PER_PASS = 4;
+/** Sites, and re-registered nodes, remembered as due for the next pass; beyond these the schedule catches them up. */
+const DUE_SITES_MAX = 1024;
+const DUE_NODES_MAX = 8192;
+/** Sites of online distributors one scheduled pass goes through. */
+const SITES_PER_PASS_MAX = 1024;
 /** A node counts as reachable when its SSH port answers within this. */
 const REACH_TIMEOUT_MS = 1500;
 const SCRIPT_TIMEOUT_DEFAULT_S = 300;
@@ -135,9 +144,18 @@ export const LocalnodesService: ServiceSchema = {
 				sshPort: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 22 },
 			},
 			params: REGISTRATION_PARAMS,
+			// The unique (ip, artifactId) above is the registration's upsert key and the lookup by ip; these serve
+			// the search by site and the reachability pass's batches (a site's never-checked nodes, then its stalest),
+			// and on PostgreSQL the lists' substring search by ip (trigrams; see core/db.ts).
+			modelOptions: {
+				indexes: [
+					{ name: "localnodes_site_checked", fields: ["artifactId", "reachableCheckedAt", "id"] },
+					{ name: "localnodes_ip_search", fields: ["ip"], using: "gin", operator: "gin_trgm_ops" },
+				],
+			},
 		}),
 	],
-	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS },
+	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS, reachabilityCoalesceMs: REACHABILITY_COALESCE_MS, reachBatchesPerPass: REACH_BATCHES_PER_PASS },
 	hooks: {
 		before: {
 			update(this: any, ctx: Context<{ ip?: string }>) {
@@ -146,18 +164,18 @@ export const LocalnodesService: ServiceSchema = {
 				this.refuseLoopback(ctx.params.ip);
 			},
 		},
+		after: {
+			// An operator moved the node (address or SSH port): it is checked in the next pass.
+			update(this: any, _ctx: Context, row: { id: number; artifactId: string }) {
+				this.reachabilityDue(row.artifactId, row.id);
+				return row;
+			},
+		},
 	},
 	actions: {
 		create: {
 			description: "A node registers itself (its post-boot script; no token needed). Registering again never changes where scripts go (sshPort) unless an operator does it; a site with a required enrolment takes only registrations carrying its enrolmentToken",
 			params: { ...REGISTRATION_PARAMS, hostKey: HOST_KEY_PARAM, enrolmentToken: { type: "string", optional: true, max: 200 }, $$strict: true },
-			hooks: {
-				after(this: any, _ctx: Context, row: unknown) {
-					// A node that just registered is checked at once, without holding up its request.
-					void this.refreshReachability();
-					return row;
-				},
-			},
 			async handler(this: any, ctx: Context<Registration, LocalnodeMeta>) {
 				ctx.params.ip = canonicalIp(ctx.params.ip);
 				const { ip, artifactId } = ctx.params;
@@ -170,6 +188,8 @@ export const LocalnodesService: ServiceSchema = {
 				const fields = { ip, artifactId, ...(pingable === undefined ? {} : { pingable }), ...(sshPort === undefined ? {} : { sshPort }), ...(enrolled && hostKey ? { hostKey: hostKeyFingerprint("hostKey", hostKey) } : {}) };
 				try {
 					const row = await this._create(ctx, fields);
+					// Checked soon, with the rest of its burst, never on its request's path: one scheduled pass per site.
+					this.reachabilityDue(artifactId);
 					return respondCreated(ctx, this.registrationReply(ctx, row), `/api/localnodes/${row.id}`);
 				} catch (err) {
 					// Two registrations raced; the unique index kept one row: this one registers again.
@@ -293,6 +313,8 @@ export const LocalnodesService: ServiceSchema = {
 			const updated = await this.adapter.updateById(row.id, { $set: changes });
 			const json = await this.transformDocuments(ctx, {}, updated);
 			await this.entityChanged("updated", json, ctx);
+			// A node registering again has (re)booted: it is checked in the next pass, before the stalest.
+			this.reachabilityDue(row.artifactId, row.id);
 			return this.registrationReply(ctx, json);
 		},
 		/** What a registering node is told: its row to an operator, its id and address to a node. */
@@ -425,46 +447,144 @@ export const LocalnodesService: ServiceSchema = {
 				throw err;
 			}
 		},
-		/** Check every node from its site's distributor; one run at a time, never on a request's path. */
-		async refreshReachability(this: any): Promise<void> {
-			if (this.reachabilityRun) return this.reachabilityRun;
-			this.reachabilityRun = this.checkAllSites()
+		/**
+		 * Mark a site as due for a reachability pass (and a re-registered node as due within it), and
+		 * schedule one pass for the burst: O(1) per registration, whatever the fleet's size. What is
+		 * remembered is bounded (DUE_SITES_MAX, DUE_NODES_MAX); whatever does not fit is checked by
+		 * the site's scheduled pass (never-checked nodes first, then the stalest).
+		 */
+		reachabilityDue(this: any, artifactId: string, id?: number): void {
+			const state = this.reachability;
+			let ids: Set<number> | undefined = state.due.get(artifactId);
+			if (!ids) {
+				if (state.due.size >= DUE_SITES_MAX) return;
+				ids = new Set<number>();
+				state.due.set(artifactId, ids);
+			}
+			if (id !== undefined && state.dueNodes < DUE_NODES_MAX && !ids.has(id)) {
+				ids.add(id);
+				state.dueNodes++;
+			}
+			this.scheduleReachability();
+		},
+		/** One pass for everything due, `reachabilityCoalesceMs` after the first registration of a burst (or after the pass in flight). */
+		scheduleReachability(this: any): void {
+			const state = this.reachability;
+			if (state.timer || state.run || state.stopping) return;
+			state.timer = setTimeout(() => {
+				state.timer = null;
+				void this.refreshReachability("due");
+			}, this.settings.reachabilityCoalesceMs);
+		},
+		/**
+		 * A reachability pass: "due" checks the sites registrations marked, "schedule" also every site
+		 * with an online distributor. One pass at a time, never on a request's path; each site's work
+		 * in a pass is at most `reachBatchesPerPass` batches of REACH_BATCH nodes.
+		 */
+		async refreshReachability(this: any, kind: "due" | "schedule" = "schedule"): Promise<void> {
+			const state = this.reachability;
+			if (state.run) return state.run;
+			state.run = this.reachabilityPass(kind)
 				.catch((err: Error) => this.logger.warn(`reachability check failed: ${err.message}`))
 				.finally(() => {
-					this.reachabilityRun = null;
+					state.run = null;
+					if (state.due.size > 0) this.scheduleReachability();
 				});
-			return this.reachabilityRun;
+			return state.run;
 		},
-		async checkAllSites(this: any): Promise<void> {
-			// Without a distributors manager in the cluster there is nobody to check from.
+		async reachabilityPass(this: any, kind: "due" | "schedule"): Promise<void> {
+			const state = this.reachability;
+			const due: Map<string, Set<number>> = state.due;
+			state.due = new Map();
+			state.dueNodes = 0;
+			// Without a distributors manager in the cluster there is nobody to check from: the nodes stay
+			// never-checked, and the first scheduled pass with a distributor online takes them first.
 			if (!this.adapter?.model || !this.broker.registry.getActionEndpoints("distributors.siteNode")?.hasAvailable()) return;
-			const rows = (await this.adapter.find({ query: {} })).map((r: any) => r.get({ plain: true }));
-			const sites = new Map<string, { id: number; ip: string; sshPort: number }[]>();
-			for (const row of rows) sites.set(row.artifactId, [...(sites.get(row.artifactId) ?? []), row]);
-			for (const [artifactId, nodes] of sites) {
+			state.stats.passes++;
+			const checkedBefore = state.stats.nodesChecked;
+			const sites = new Map<string, Set<number>>(due);
+			if (kind === "schedule") {
+				const online: { artifactId: string }[] = await this.broker.call("distributors.find", { query: { online: true }, fields: ["artifactId"], limit: SITES_PER_PASS_MAX }).catch(() => []);
+				for (const { artifactId } of online) if (!sites.has(artifactId)) sites.set(artifactId, new Set());
+			}
+			for (const [artifactId, ids] of sites) {
 				const site = await this.broker.call("distributors.siteNode", { artifactId }).catch(() => null);
+				// No distributor of the site online: nothing to check from (its schedule takes the nodes later).
 				if (!site) continue;
-				for (const port of new Set(nodes.map((n) => n.sshPort))) {
-					const onPort = nodes.filter((n) => n.sshPort === port);
-					const ips = [...new Set(onPort.map((n) => n.ip))];
-					const reached: Record<string, boolean> = {};
-					// In batches the distributor's `reach` takes: one site's fleet never fails the whole check.
-					for (let at = 0; at < ips.length; at += REACH_BATCH) {
-						const batch = ips.slice(at, at + REACH_BATCH);
-						Object.assign(reached, await this.broker.call(`${WORKER_SERVICE}.reach`, { ips: batch, port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID: site.nodeID, timeout: REACH_TIMEOUT_MS + 10_000 }));
-					}
+				// One site's failure (its distributor gone mid-check) costs only that site's pass: it is due again.
+				const more = await this.checkSite(artifactId, site.nodeID, ids, kind === "schedule").catch((err: Error) => {
+					this.logger.warn(`reachability check of site ${artifactId} failed: ${err.message}`);
+					return true;
+				});
+				// A burst larger than a pass's budget (or a failed check): the site's remaining nodes go in the next pass.
+				if (more) this.reachabilityDue(artifactId);
+			}
+			state.stats.largestPass = Math.max(state.stats.largestPass, state.stats.nodesChecked - checkedBefore);
+		},
+		/**
+		 * One site's bounded batch: the nodes named (re-registered), then never-checked ones, then (on
+		 * the schedule) those whose check is older than the interval, stalest first; all through the
+		 * (artifactId, reachableCheckedAt, id) index. True when never-checked nodes were left over.
+		 */
+		async checkSite(this: any, artifactId: string, nodeID: string, ids: Set<number>, stale: boolean): Promise<boolean> {
+			const model = this.adapter.model;
+			const budget = REACH_BATCH * this.settings.reachBatchesPerPass;
+			const attributes = ["id", "ip", "sshPort"];
+			const nodes = new Map<number, { id: number; ip: string; sshPort: number }>();
+			const take = (rows: { id: number; ip: string; sshPort: number }[]) => {
+				for (const row of rows) if (nodes.size < budget) nodes.set(row.id, row);
+			};
+			if (ids.size > 0) take(await model.findAll({ where: { artifactId, id: { [Op.in]: [...ids].slice(0, budget) } }, attributes, raw: true }));
+			const fresh = budget - nodes.size;
+			let more = false;
+			if (fresh > 0) {
+				const never = await model.findAll({ where: { artifactId, reachableCheckedAt: null }, order: [["id", "ASC"]], limit: fresh, attributes, raw: true });
+				more = never.length === fresh;
+				take(never);
+			}
+			if (stale && nodes.size < budget) {
+				const cutoff = new Date(Date.now() - this.settings.reachabilityIntervalMs);
+				take(await model.findAll({ where: { artifactId, reachableCheckedAt: { [Op.lt]: cutoff } }, order: [["reachableCheckedAt", "ASC"], ["id", "ASC"]], limit: budget - nodes.size, attributes, raw: true }));
+			}
+			this.reachability.stats.rowsRead += nodes.size;
+			const byPort = new Map<number, { id: number; ip: string }[]>();
+			for (const node of nodes.values()) byPort.set(node.sshPort, [...(byPort.get(node.sshPort) ?? []), node]);
+			for (const [port, onPort] of byPort) {
+				// In batches the distributor's `reach` takes: one site's fleet never fails the whole check.
+				for (let at = 0; at < onPort.length; at += REACH_BATCH) {
+					const batch = onPort.slice(at, at + REACH_BATCH);
+					const reached: Record<string, boolean> = await this.broker.call(`${WORKER_SERVICE}.reach`, { ips: [...new Set(batch.map((n) => n.ip))], port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
+					this.reachability.stats.reachCalls++;
+					this.reachability.stats.nodesChecked += batch.length;
 					const now = new Date();
-					for (const node of onPort) await this.adapter.updateById(node.id, { $set: { reachable: reached[node.ip] ?? null, reachableCheckedAt: now } });
+					for (const answer of [true, false, null]) {
+						const matching = batch.filter((n) => (reached[n.ip] ?? null) === answer).map((n) => n.id);
+						if (matching.length > 0) await model.update({ reachable: answer, reachableCheckedAt: now }, { where: { id: { [Op.in]: matching } }, hooks: false, silent: true });
+					}
 				}
 			}
+			return more;
 		},
 	},
+	created(this: any) {
+		this.reachability = {
+			due: new Map<string, Set<number>>(),
+			dueNodes: 0,
+			timer: null as NodeJS.Timeout | null,
+			run: null as Promise<void> | null,
+			stopping: false,
+			/** What the passes did, for tests and the bench: work per registration stays bounded. */
+			stats: { passes: 0, reachCalls: 0, nodesChecked: 0, rowsRead: 0, largestPass: 0 },
+		};
+	},
 	started(this: any) {
-		this.reachabilityTimer = setInterval(() => void this.refreshReachability(), this.settings.reachabilityIntervalMs);
+		this.reachabilityTimer = setInterval(() => void this.refreshReachability("schedule"), this.settings.reachabilityIntervalMs);
 	},
 	async stopped(this: any) {
+		this.reachability.stopping = true;
 		clearInterval(this.reachabilityTimer);
-		await this.reachabilityRun;
+		clearTimeout(this.reachability.timer);
+		await this.reachability.run;
 	},
 };
 

@@ -41,6 +41,16 @@ export const ScriptRunsService: ServiceSchema = {
 				finishedAt: { type: DataTypes.DATE, allowNull: true },
 			},
 			params: {},
+			// What the console and CLI look runs up by: the node's address, the node, its site; on PostgreSQL
+			// also the lists' substring search by address (trigrams; see core/db.ts).
+			modelOptions: {
+				indexes: [
+					{ name: "scriptruns_ip", fields: ["ip"] },
+					{ name: "scriptruns_localnode", fields: ["localnodeId"] },
+					{ name: "scriptruns_site", fields: ["artifactId"] },
+					{ name: "scriptruns_ip_search", fields: ["ip"], using: "gin", operator: "gin_trgm_ops" },
+				],
+			},
 		}),
 	],
 	actions: {

@@ -2,7 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Sequelize } from "sequelize";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 const SITE = "felicitas.pojtinger.swabia.sol";
 

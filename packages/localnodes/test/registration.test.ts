@@ -1,6 +1,6 @@
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { freePort } from "../../../test/support/ports";
-import { startSshNode, type SshNode } from "../../../test/support/ssh-node";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { freePort } from "@clusterplatform/test-kit/ports";
+import { startSshNode, type SshNode } from "@clusterplatform/test-kit/ssh-node";
 
 const SITE = `registration-${process.pid}`;
 /** Stand-in nodes are SSH servers on loopback addresses of their own (hence ALLOW_LOOPBACK_NODES). */

@@ -13,6 +13,7 @@ import {
 	queueProducerMixin,
 	respondCreated,
 	storeFor,
+	JOB_ROW_FIELDS,
 } from "@clusterplatform/core";
 import { mirrorPrefix, mirrorUrl } from "./layout";
 import { MAX_SOURCE_LENGTH, parseSource } from "./source";
@@ -31,9 +32,7 @@ const FIELDS = {
 	source: { type: DataTypes.STRING(MAX_SOURCE_LENGTH), allowNull: false },
 	/** "rsync" or "http", from the source's scheme. */
 	kind: { type: DataTypes.STRING(8), allowNull: false },
-	status: { type: DataTypes.STRING(16), allowNull: false, defaultValue: "queued" },
-	progress: { type: DataTypes.FLOAT, allowNull: false, defaultValue: 0 },
-	error: { type: DataTypes.TEXT, allowNull: true },
+	...JOB_ROW_FIELDS,
 	/** The mirrored tree's base URL (dnf baseurl, kickstart `url --url=`), once a sync has completed. */
 	url: { type: DataTypes.STRING(2048), allowNull: true },
 	filesDone: { type: DataTypes.INTEGER, allowNull: false, defaultValue: 0 },
@@ -47,7 +46,6 @@ const FIELDS = {
 	lastBytesMoved: { type: DataTypes.DOUBLE, allowNull: true },
 	lastDurationMs: { type: DataTypes.INTEGER, allowNull: true },
 	lastSyncedAt: { type: DataTypes.DATE, allowNull: true },
-	jobId: { type: DataTypes.STRING(80), allowNull: true },
 };
 
 /** Job ids carry the mirror id, so the result of a job whose row was deleted can be cleaned up. */

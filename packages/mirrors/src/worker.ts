@@ -1,10 +1,7 @@
 import fsp from "node:fs/promises";
-import os from "node:os";
 import path from "node:path";
 import type { ServiceSchema } from "moleculer";
-import { UnrecoverableError, type Job } from "bullmq";
-import { Errors } from "moleculer";
-import { clampProgress, configOf, permanentFailure, queueWorkerMixin, storeFor, sweepStaleWorkDirs, type Config, type ObjectStore } from "@clusterplatform/core";
+import { clampProgress, jobWorkerMixin, permanentFailure, storeFor, type Config, type JobRun, type ObjectStore } from "@clusterplatform/core";
 import { HttpRepository, listRepository } from "./http-sync";
 import { repoKey } from "./layout";
 import { Manifest } from "./manifest";
@@ -145,15 +142,13 @@ async function syncRsync(ctx: SyncContext): Promise<SyncStats> {
 	return { ...stats, bytesMoved: rsync.bytesReceived };
 }
 
-/** Run one sync job in a private work dir; the manifest in the store makes a retry resume. */
-export async function runMirrorJob(job: Job<MirrorJobData>, config: Config, logger: any, signal: AbortSignal): Promise<MirrorOutcome> {
+/** Run one sync job in its private work dir; the manifest in the store makes a retry resume. */
+export async function runMirrorJob({ job, id, workDir, config, logger, signal }: JobRun<MirrorJobData>): Promise<MirrorOutcome> {
 	const started = Date.now();
-	const id = mirrorId(job.data?.id);
 	if (typeof job.data.source !== "string") permanentFailure("source: must be a string");
 	const source = parseSource(job.data.source, config.mirrorAllowedHosts);
 	if (typeof source === "string") permanentFailure(`source: ${source}`);
 	const store = storeFor(config);
-	const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), `cpp-mirrors-${id}-p${process.pid}-`));
 	let reportedAt = 0;
 	const report = async (progress: MirrorProgress, force = false) => {
 		if (!force && Date.now() - reportedAt < PROGRESS_EVERY_MS) return;
@@ -161,14 +156,10 @@ export async function runMirrorJob(job: Job<MirrorJobData>, config: Config, logg
 		// Progress is for watching; a Redis hiccup while reporting it must not fail the sync.
 		await job.updateProgress({ ...progress, percent: Math.round((clampProgress(progress.percent) ?? 0) * 10) / 10 }).catch((err: Error) => logger.warn(`mirror ${id}: progress not reported: ${err.message}`));
 	};
-	try {
-		const manifest = await Manifest.load(store, id, workDir);
-		const ctx: SyncContext = { id, source, config, store, manifest, workDir, signal, report, logger };
-		const stats = source.kind === "http" ? await syncHttp(ctx) : await syncRsync(ctx);
-		return { id, ...stats, durationMs: Date.now() - started };
-	} finally {
-		await fsp.rm(workDir, { recursive: true, force: true });
-	}
+	const manifest = await Manifest.load(store, id, workDir);
+	const ctx: SyncContext = { id, source, config, store, manifest, workDir, signal, report, logger };
+	const stats = source.kind === "http" ? await syncHttp(ctx) : await syncRsync(ctx);
+	return { id, ...stats, durationMs: Date.now() - started };
 }
 
 /**
@@ -177,28 +168,21 @@ export async function runMirrorJob(job: Job<MirrorJobData>, config: Config, logg
  */
 export const MirrorsWorkerService: ServiceSchema = {
 	name: "mirrors-worker",
-	mixins: [queueWorkerMixin(QUEUE, { concurrency: 1, lockDuration: 30_000 })],
-	async started(this: any) {
-		const removed = await sweepStaleWorkDirs("mirrors");
-		if (removed) this.logger.info(`mirrors-worker: removed ${removed} work dir(s) of killed workers`);
-	},
-	methods: {
-		async processJob(this: any, job: Job<MirrorJobData>): Promise<MirrorOutcome | null> {
-			const config = configOf(this.broker);
-			if (job.name === "purge") {
-				await fsp.rm(stagingDir(config, mirrorId(job.data?.id)), { recursive: true, force: true });
-				return null;
-			}
-			const controller = new AbortController();
-			const timer = setTimeout(() => controller.abort(new Error(`sync timed out after ${SYNC_TIME_LIMIT_MS} ms`)), SYNC_TIME_LIMIT_MS);
-			try {
-				return await runMirrorJob(job, config, this.logger, controller.signal);
-			} catch (err) {
-				if (err instanceof Errors.MoleculerClientError) throw new UnrecoverableError(err.message);
-				throw err;
-			} finally {
-				clearTimeout(timer);
-			}
-		},
-	},
+	mixins: [
+		jobWorkerMixin<MirrorJobData, MirrorOutcome | null>({
+			queue: QUEUE,
+			concurrency: 1,
+			lockDuration: 30_000,
+			timeoutMs: SYNC_TIME_LIMIT_MS,
+			what: "sync",
+			idOf: (job) => mirrorId(job.data?.id),
+			async run(run) {
+				if (run.job.name === "purge") {
+					await fsp.rm(stagingDir(run.config, run.id), { recursive: true, force: true });
+					return null;
+				}
+				return runMirrorJob(run);
+			},
+		}),
+	],
 };

@@ -6,8 +6,8 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { run } from "@clusterplatform/core";
-import { freePort, waitForPort } from "../../../test/support/ports";
-import { stopChild } from "../../../test/support/servers";
+import { freePort, waitForPort } from "@clusterplatform/test-kit/ports";
+import { stopChild } from "@clusterplatform/test-kit/servers";
 
 /**
  * A small, real yum repository: noarch RPMs built by rpmbuild (Debian's rpm) and indexed by

@@ -5,8 +5,8 @@ import os from "node:os";
 import path from "node:path";
 import { run } from "@clusterplatform/core";
 import { parseRepomd, parseSource, safeHref } from "../src";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
 import { GeneratedRepository, RepositoryServer, RsyncDaemon } from "./fixture";
 
 jest.setTimeout(120_000);

@@ -3,9 +3,9 @@ import net from "node:net";
 import path from "node:path";
 import { Queue } from "bullmq";
 import { loadConfig, redisConnection } from "@clusterplatform/core";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
-import { startRedis, type TestServer } from "../../../test/support/servers";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { startRedis, type TestServer } from "@clusterplatform/test-kit/servers";
 
 /**
  * Issue 13, finding 13: a purge job's id went to a recursive delete unchecked, so whoever could

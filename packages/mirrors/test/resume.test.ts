@@ -1,10 +1,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { Queue } from "bullmq";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
-import { startServiceProcess, type ServiceProcess } from "../../../test/support/processes";
-import { startRedis, type TestServer } from "../../../test/support/servers";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { startServiceProcess, type ServiceProcess } from "@clusterplatform/test-kit/processes";
+import { startRedis, type TestServer } from "@clusterplatform/test-kit/servers";
 import { GeneratedRepository, RepositoryServer } from "./fixture";
 import os from "node:os";
 

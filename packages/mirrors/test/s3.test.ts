@@ -4,9 +4,9 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { run } from "@clusterplatform/core";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
-import { describeWithRadosgw, startRadosgw, type TestRadosgw } from "../../../test/support/radosgw";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
+import { describeWithRadosgw, startRadosgw, type TestRadosgw } from "@clusterplatform/test-kit/radosgw";
 import { GeneratedRepository, RepositoryServer } from "./fixture";
 
 /**

@@ -1,4 +1,4 @@
-import { describeTextRegistry } from "../../../test/support/registry-contract";
+import { describeTextRegistry } from "@clusterplatform/test-kit/registry-contract";
 
 describeTextRegistry(
 	"postbootscripts",

@@ -1,3 +1,3 @@
-import { describeTextRegistry } from "../../../test/support/registry-contract";
+import { describeTextRegistry } from "@clusterplatform/test-kit/registry-contract";
 
 describeTextRegistry("prebootscripts", '#!/bin/bash\necho "This could be the preboot script!"\n');

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
 import { MAX_CONCURRENT_GENERATIONS } from "@clusterplatform/sshkey";
-import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 /** ssh-keygen -y derives the public key from a private key: the pair belongs together. */
 function publicKeyOf(privateKey: string): string {

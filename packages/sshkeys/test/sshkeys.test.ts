@@ -1,5 +1,5 @@
 import { generateToken, tokenEntry } from "@clusterplatform/core";
-import { DATABASES, TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { DATABASES, TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 // The seed tutorial's keys.
 const PUBLIC_KEY =

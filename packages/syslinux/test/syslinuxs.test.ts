@@ -1,6 +1,6 @@
 import fs from "node:fs";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
-import { eventually } from "../../../test/support/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { eventually } from "@clusterplatform/test-kit/ports";
 import { SYSLINUX_FRAGMENTS } from "../src";
 
 /** The builder framework's contract, exercised on the simplest builder (file copies). */

@@ -1,7 +1,7 @@
 import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import { Client, type ClientChannel } from "ssh2";
-import { ConfigError, configOf, parseHostPort } from "@clusterplatform/core";
+import { ConfigError, PORT_PARAM, configOf, parseHostPort } from "@clusterplatform/core";
 import { TUNNEL_PROBLEM_EVENT, bindOf, userOf } from "./settings";
 import type { TunnelGrant } from "./manager";
 
@@ -9,11 +9,11 @@ import type { TunnelGrant } from "./manager";
 const GRANT_PARAMS = {
 	id: { type: "number", integer: true, positive: true },
 	target: { type: "string", max: 300 },
-	remotePort: { type: "number", integer: true, min: 1, max: 65535 },
+	remotePort: PORT_PARAM,
 	public: "boolean",
 	token: { type: "string", max: 200 },
 	sshHost: { type: "string", max: 253 },
-	sshPort: { type: "number", integer: true, min: 1, max: 65535 },
+	sshPort: PORT_PARAM,
 	hostKeys: { type: "array", max: 64, items: { type: "string", max: 4096 } },
 };
 const FIRST_RETRY_MS = 500;

@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConfigError, ConflictError, DataTypes, ID_PARAM, Op, Sealer, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConfigError, ConflictError, DataTypes, ID_PARAM, Op, PORT_PARAM, Sealer, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
 import { tunnelGrantsMixin } from "./grants";
 import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT } from "./settings";
 
@@ -46,7 +46,7 @@ const TARGET_PARAM = {
 	},
 };
 
-const PORT_PARAM = { type: "number", integer: true, min: 1, max: 65535, optional: true };
+const OPTIONAL_PORT_PARAM = { ...PORT_PARAM, optional: true };
 
 const sha256 = (text: string) => crypto.createHash("sha256").update(text, "utf8").digest("hex");
 
@@ -86,7 +86,7 @@ export const TunnelsService: ServiceSchema = {
 				// got it before the upgrade still log in with it.
 				formerTokenHash: { type: DataTypes.STRING(64), allowNull: true },
 			},
-			params: { artifactId: ARTIFACT_ID_PARAM, target: TARGET_PARAM, remotePort: PORT_PARAM, public: { ...BOOLEAN_PARAM, optional: true } },
+			params: { artifactId: ARTIFACT_ID_PARAM, target: TARGET_PARAM, remotePort: OPTIONAL_PORT_PARAM, public: { ...BOOLEAN_PARAM, optional: true } },
 			hiddenFields: PASSWORD_COLUMNS,
 		}),
 	],

@@ -1,8 +1,8 @@
 import net from "node:net";
 import { Client } from "ssh2";
 import type { TunnelGrant } from "@clusterplatform/tunnels";
-import { freePort } from "../../../test/support/ports";
-import { startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { freePort } from "@clusterplatform/test-kit/ports";
+import { startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 const AUTH_TIMEOUT_S = 2;
 const MAX_UNAUTHENTICATED = 50;

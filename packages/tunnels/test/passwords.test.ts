@@ -6,8 +6,8 @@ import { DataTypes, Sequelize } from "sequelize";
 import { Client } from "ssh2";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
 import type { TunnelGrant } from "@clusterplatform/tunnels";
-import { freePort } from "../../../test/support/ports";
-import { DATABASES, TEST_ADMIN_TOKEN, freshPostgresDatabase, startTestProvisioner, type DatabaseKind, type TestProvisioner } from "../../../test/support/provisioner";
+import { freePort } from "@clusterplatform/test-kit/ports";
+import { DATABASES, TEST_ADMIN_TOKEN, freshPostgresDatabase, startTestProvisioner, type DatabaseKind, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 
 const SITE = "site.passwords";
 const READ_ONLY_TOKEN = generateToken();

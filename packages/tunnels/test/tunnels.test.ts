@@ -1,8 +1,8 @@
 import http from "node:http";
 import type net from "node:net";
 import { Client } from "ssh2";
-import { freePort, eventually } from "../../../test/support/ports";
-import { DATABASES, startTestProvisioner, type TestProvisioner } from "../../../test/support/provisioner";
+import { freePort, eventually } from "@clusterplatform/test-kit/ports";
+import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 import { TunnelLink, type TunnelGrant } from "@clusterplatform/tunnels";
 
 const SITE = "site.tunnels";

@@ -66,8 +66,8 @@ export interface PxeProbeResult {
 	bootServerAnswer: PxeAnswer | null;
 }
 
-/** Broadcast a PXE DISCOVER inside the LAN (from the client namespace) and collect the answers. */
-export function pxeProbe(lan: Lan, arch: number, kind: "firmware" | "ipxe", listenMs = 3000): Promise<PxeProbeResult> {
+/** Broadcast a PXE (or UEFI HTTP boot: kind "http") DISCOVER inside the LAN (from the client namespace) and collect the answers. */
+export function pxeProbe(lan: Lan, arch: number, kind: "firmware" | "ipxe" | "http", listenMs = 3000): Promise<PxeProbeResult> {
 	return new Promise((resolve, reject) => {
 		const child = spawn("ip", ["netns", "exec", lan.ns.client, process.execPath, RUN_TS, PROBE, String(arch), kind, String(listenMs)], { stdio: ["ignore", "pipe", "pipe"] });
 		let out = "";

@@ -2,7 +2,7 @@
 // `dhcp` package's encoder (its client cannot finish a lease, so only the encoder and parser are
 // used), with the options PXE firmware sends: 60 (PXEClient:Arch), 93 (architecture), 94 (UNDI
 // version), 97 (machine GUID), and 77 "iPXE" when posing as iPXE. Prints every answer as JSON.
-// Run inside a namespace: ip netns exec <ns> node run-ts.cjs pxe-probe.ts <arch> <ipxe|firmware> <ms>
+// Run inside a namespace: ip netns exec <ns> node run-ts.cjs pxe-probe.ts <arch> <ipxe|firmware|http> <ms>
 import crypto from "node:crypto";
 import dgram from "node:dgram";
 import os from "node:os";
@@ -36,7 +36,8 @@ const options: Record<number, unknown> = {
 	53: 1,
 	55: [1, 3, 43, 60, 66, 67, 97],
 	57: 1472,
-	60: `PXEClient:Arch:${String(arch).padStart(5, "0")}:UNDI:003016`,
+	// A UEFI HTTP boot client says HTTPClient (UEFI 2.5+), PXE firmware and iPXE say PXEClient.
+	60: `${kind === "http" ? "HTTPClient" : "PXEClient"}:Arch:${String(arch).padStart(5, "0")}:UNDI:003016`,
 	93: arch,
 	94: [1, 3, 16],
 	97: [0, ...crypto.randomBytes(16)],

@@ -71,28 +71,75 @@ function withLibraries(binary: string): string[] {
 export function buildTinyLinux(dir: string, authorizedKey: string): TinyLinux {
 	const found = cloudKernel();
 	if (!found) throw new Error("no /boot/vmlinuz-*-cloud-amd64: apt-get install linux-image-cloud-amd64");
+	// Modules in load order (dependencies first), as modprobe would insert them.
+	const modules = MODULES.flatMap((name) => [...run("modprobe", ["-S", found.release, "--show-depends", name]).toString().matchAll(/^insmod (\S+)/gm)].map((m) => m[1]!));
+	return assemble(dir, authorizedKey, { ...found, busybox: "/bin/busybox", files: withLibraries("/usr/sbin/dropbear").map((file) => [file, file] as [string, string]), modules });
+}
+
+/** Foreign node architectures: the parts scripts/setup unpacks for them (install_node_parts <arch>). */
+export type NodeArch = "arm64";
+const NODE_PARTS: Record<NodeArch, { kernel: RegExp; libDirs: string[]; console: string; machine: string }> = {
+	arm64: { kernel: /^vmlinuz-.*-cloud-arm64$/, libDirs: ["lib", "lib/aarch64-linux-gnu", "usr/lib/aarch64-linux-gnu"], console: "ttyAMA0", machine: "aarch64" },
+};
+
+/**
+ * Where scripts/setup unpacks a foreign node's parts (Debian's kernel, busybox-static, dropbear and
+ * its libraries; apt-get download + dpkg -x, nothing installed): /opt/clusterplatform/<arch>-node.
+ */
+export function nodePartsRoot(arch: NodeArch): string {
+	return `/opt/clusterplatform/${arch}-node/root`;
+}
+
+/** The kernel of a foreign node's unpacked parts, or null when setup did not unpack them. */
+export function nodeParts(arch: NodeArch, root = nodePartsRoot(arch)): { kernel: string; release: string; console: string; machine: string } | null {
+	if (!fs.existsSync(path.join(root, "..", ".complete"))) return null;
+	const kernels = fs.existsSync(path.join(root, "boot")) ? fs.readdirSync(path.join(root, "boot")).filter((f) => NODE_PARTS[arch].kernel.test(f)).sort() : [];
+	const latest = kernels.at(-1);
+	return latest ? { kernel: path.join(root, "boot", latest), release: latest.replace(/^vmlinuz-/, ""), console: NODE_PARTS[arch].console, machine: NODE_PARTS[arch].machine } : null;
+}
+
+/** A foreign program's libraries (readelf reads any architecture), found under the unpacked root. */
+function foreignLibraries(root: string, libDirs: string[], binary: string, seen = new Set<string>()): string[] {
+	const needed = [...run("readelf", ["-d", path.join(root, binary)]).toString().matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]!);
+	const files: string[] = [];
+	for (const name of needed) {
+		if (seen.has(name)) continue;
+		seen.add(name);
+		const found = libDirs.map((d) => path.join(d, name)).find((f) => fs.existsSync(path.join(root, f)));
+		if (!found) throw new Error(`${binary} needs ${name}, which is not in ${root}`);
+		files.push(`/${found}`, ...foreignLibraries(root, libDirs, found, seen));
+	}
+	return files;
+}
+
+/** The same node for another architecture (AAVMF guests), from the parts scripts/setup unpacked. */
+export function buildForeignTinyLinux(arch: NodeArch, dir: string, authorizedKey: string, root = nodePartsRoot(arch)): TinyLinux & { console: string; machine: string } {
+	const found = nodeParts(arch, root);
+	if (!found) throw new Error(`no ${arch} node parts in ${root}: scripts/setup unpacks them (install_node_parts ${arch})`);
+	const modules = MODULES.flatMap((name) => [...run("modprobe", ["-d", root, "-S", found.release, "--show-depends", name]).toString().matchAll(/^insmod (\S+)/gm)].map((m) => m[1]!));
+	const files = ["/usr/sbin/dropbear", ...foreignLibraries(root, NODE_PARTS[arch].libDirs, "usr/sbin/dropbear")].map((file) => [path.join(root, file), file] as [string, string]);
+	return { ...assemble(dir, authorizedKey, { ...found, busybox: path.join(root, "bin/busybox"), files, modules }), console: found.console, machine: found.machine };
+}
+
+function assemble(dir: string, authorizedKey: string, parts: { kernel: string; release: string; busybox: string; files: [string, string][]; modules: string[] }): TinyLinux {
 	const root = path.join(dir, "root");
 	for (const sub of ["bin", "sbin", "etc/dropbear", "root/.ssh", "lib/modules", "proc", "sys", "dev", "tmp", "usr/bin", "usr/sbin"]) fs.mkdirSync(path.join(root, sub), { recursive: true });
-	fs.copyFileSync("/bin/busybox", path.join(root, "bin/busybox"));
+	fs.copyFileSync(parts.busybox, path.join(root, "bin/busybox"));
 	fs.chmodSync(path.join(root, "bin/busybox"), 0o755);
-	for (const file of withLibraries("/usr/sbin/dropbear")) {
+	for (const [source, file] of parts.files) {
 		const target = path.join(root, file);
 		fs.mkdirSync(path.dirname(target), { recursive: true });
-		fs.copyFileSync(fs.realpathSync(file), target);
+		fs.copyFileSync(fs.realpathSync(source), target);
 		fs.chmodSync(target, 0o755);
 	}
 	fs.mkdirSync(path.join(root, "lib64"), { recursive: true });
-	// Modules in load order (dependencies first), as modprobe would insert them.
 	const order: string[] = [];
-	for (const name of MODULES) {
-		const plan = run("modprobe", ["-S", found.release, "--show-depends", name]).toString();
-		for (const [, file] of plan.matchAll(/^insmod (\S+)/gm)) {
-			const base = path.basename(file!);
-			if (order.includes(base)) continue;
-			if (!base.endsWith(".ko")) throw new Error(`module ${file} is compressed; busybox insmod needs plain .ko files`);
-			fs.copyFileSync(file!, path.join(root, "lib/modules", base));
-			order.push(base);
-		}
+	for (const file of parts.modules) {
+		const base = path.basename(file);
+		if (order.includes(base)) continue;
+		if (!base.endsWith(".ko")) throw new Error(`module ${file} is compressed; busybox insmod needs plain .ko files`);
+		fs.copyFileSync(file, path.join(root, "lib/modules", base));
+		order.push(base);
 	}
 	fs.writeFileSync(path.join(root, "lib/modules/order"), `${order.join("\n")}\n`);
 	fs.writeFileSync(path.join(root, "init"), INIT, { mode: 0o755 });
@@ -108,5 +155,5 @@ export function buildTinyLinux(dir: string, authorizedKey: string): TinyLinux {
 	const archive = run("cpio", ["-o", "-H", "newc", "--quiet", "-R", "0:0"], { cwd: root, input: list });
 	const initrd = path.join(dir, "initrd.cpio.gz");
 	fs.writeFileSync(initrd, run("gzip", ["-1", "-n"], { input: archive }));
-	return { kernel: found.kernel, initrd, release: found.release };
+	return { kernel: parts.kernel, initrd, release: parts.release };
 }

@@ -21,6 +21,7 @@ export const CLIENT_USAGE = `Operating a running provisioner (over its REST API)
   clusterplatform wait <resource> <id> [--timeout 10m]
   clusterplatform download <resource> <id> [-o FILE|-] [--wait]
   clusterplatform distributor update <id|artifactId> --ipxePxeUefiUrl U --ipxePxeBiosUrl U --device D --range IP
+      [--ipxePxeUefiIa32Url U] [--ipxePxeUefiArm64Url U] [--scriptUrl U]
   clusterplatform distributor on|off <id|artifactId>
   clusterplatform node run <localnode-id> <script-file|-> [--timeout 5m] [--sshkeyId N]
   clusterplatform node hostkey <localnode-id> [--hostKey SHA256:…]   show the node's host key; accept one

@@ -1,6 +1,7 @@
 import os from "node:os";
 import readline from "node:readline";
 import { Readable } from "node:stream";
+import type { ScriptResult as DistributorScriptResult } from "@clusterplatform/distributor";
 import { parseDuration } from "./args";
 import type { CommandContext } from "./context";
 import { segment } from "./context";
@@ -13,12 +14,8 @@ import { findResource } from "./resources";
 const DEFAULT_SCRIPT_TIMEOUT_S = 300;
 const NDJSON = "application/x-ndjson";
 
-interface ScriptResult {
-	code: number | null;
-	signal: string | null;
-	stdout: string;
-	stderr: string;
-}
+/** What PUT /api/localnodes/:id/script answers (the distributor's result). */
+type ScriptResult = Pick<DistributorScriptResult, "code" | "signal" | "stdout" | "stderr">;
 
 /** The exit code a shell would report: the script's own, or 128+N for signal N. */
 export function exitCodeOfScript(result: ScriptResult): number {

@@ -1,27 +1,8 @@
 import { useEffect, useState } from "preact/hooks";
 import { ApiError, api } from "../api";
 import { ErrorBox, Section, When } from "../components";
-
-interface HostSummary {
-	host: string;
-	ip: string | null;
-	macs: string[];
-	sites: string[];
-	firstSeen: string;
-	lastSeen: string;
-	steps: string[];
-	last: { kind: string; detail: string; at: string };
-	count: number;
-}
-
-interface BootEvent {
-	at: string;
-	kind: string;
-	ip: string | null;
-	mac: string | null;
-	artifactId: string | null;
-	detail: string;
-}
+import type { HostSummary } from "@clusterplatform/boots";
+import type { BootEvent } from "@clusterplatform/core";
 
 const REFRESH_MS = 5000;
 

@@ -1,4 +1,4 @@
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { FINISHED, api, type BuildRow } from "../api";
 import { ErrorBox, Section, StatusBadge, When, attempt } from "../components";
 import { useRows } from "../hooks";
@@ -76,10 +76,65 @@ function BuilderTable({ entity, title, inputs }: (typeof BUILDERS)[number]) {
 	);
 }
 
+interface IpxeToolchain {
+	nodeID: string;
+	/** The worker did not answer. */
+	error?: string;
+	mode: "source" | "prebuilt";
+	embedded: boolean;
+	source: string;
+	platforms: { platform: string; state: string; seconds?: number; error?: string }[];
+}
+
+/** How iPXE builds are made: compiled from source (each platform's object tree, prepared or not) or Debian's binaries. */
+function IpxeToolchainPanel() {
+	const [workers, setWorkers] = useState<IpxeToolchain[] | null>(null);
+	const [error, setError] = useState<unknown>(null);
+	useEffect(() => {
+		let timer: ReturnType<typeof setTimeout> | undefined;
+		const load = () =>
+			attempt(setError, async () => {
+				const { workers: current } = await api<{ workers: IpxeToolchain[] }>("/ipxes/toolchain");
+				setWorkers(current);
+				// Followed while a tree is being prepared (builds for it wait meanwhile).
+				if (current.some((w) => w.platforms?.some((p) => p.state === "preparing"))) timer = setTimeout(load, 2000);
+			});
+		void load();
+		return () => clearTimeout(timer);
+	}, []);
+	return (
+		<Section title="iPXE toolchain" id="ipxe-toolchain">
+			<ErrorBox error={error} />
+			{workers?.length === 0 && <p class="muted">No iPXE worker is connected: builds wait in the queue until one is.</p>}
+			{workers?.map((toolchain) => (
+				<p key={toolchain.nodeID}>
+					<code>{toolchain.nodeID}</code>:{" "}
+					{toolchain.error ? (
+						<span class="error">did not answer ({toolchain.error})</span>
+					) : toolchain.mode === "source" ? (
+						<>
+							compiled from <code>{toolchain.source}</code>, scripts embedded.{" "}
+							{toolchain.platforms.map((p) => (
+								<span key={p.platform} class="tag" data-state={p.state} title={p.error ?? ""}>
+									{p.platform}: {p.state}
+									{p.seconds ? ` (${p.seconds.toFixed(0)} s)` : ""}{" "}
+								</span>
+							))}
+						</>
+					) : (
+						<>Debian's prebuilt binaries from <code>{toolchain.source}</code>: scripts are not embedded (no iPXE source installed).</>
+					)}
+				</p>
+			))}
+		</Section>
+	);
+}
+
 export function BuildsView() {
 	return (
 		<div>
 			<p class="muted">Artifact downloads (/api/artifacts/…) need no token: booting hosts fetch them too.</p>
+			<IpxeToolchainPanel />
 			{BUILDERS.map((builder) => (
 				<BuilderTable key={builder.entity} {...builder} />
 			))}

@@ -2,21 +2,11 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, api, publicUrl, watchBuild, type BuildRow } from "../api";
 import { BuildProgress, ErrorBox, Section, attempt } from "../components";
 import { useRows, useUnmountSignal } from "../hooks";
+import type { DistributorRow as Distributor } from "@clusterplatform/distributor";
 
 interface Mainscript {
 	id: number;
 	text: string;
-}
-
-interface Distributor {
-	id: number;
-	artifactId: string;
-	online: boolean;
-	on: boolean;
-	state: string;
-	stateReason: string | null;
-	device: string | null;
-	range: string | null;
 }
 
 const EXAMPLE_MAINSCRIPT = [

@@ -2,22 +2,9 @@ import { useState } from "preact/hooks";
 import { api } from "../api";
 import { ErrorBox, Section, When, attempt } from "../components";
 import { useRows } from "../hooks";
+import type { DistributorRow as Distributor } from "@clusterplatform/distributor";
 
-interface Distributor {
-	id: number;
-	artifactId: string;
-	nodeID: string;
-	online: boolean;
-	lastSeen: string | null;
-	on: boolean;
-	state: string;
-	stateReason: string | null;
-	device: string | null;
-	range: string | null;
-	ipxePxeUefiUrl: string | null;
-	ipxePxeBiosUrl: string | null;
-	scriptUrl: string | null;
-}
+const OPTIONAL_FIELDS = ["ipxePxeUefiIa32Url", "ipxePxeUefiArm64Url", "scriptUrl"];
 
 /** PUT /api/distributors/:id: what the distributor's dnsmasq answers with. */
 function SettingsForm({ row, onDone }: { row: Distributor; onDone: () => void }) {
@@ -26,6 +13,8 @@ function SettingsForm({ row, onDone }: { row: Distributor; onDone: () => void })
 		range: row.range ?? "",
 		ipxePxeBiosUrl: row.ipxePxeBiosUrl ?? "",
 		ipxePxeUefiUrl: row.ipxePxeUefiUrl ?? "",
+		ipxePxeUefiIa32Url: row.ipxePxeUefiIa32Url ?? "",
+		ipxePxeUefiArm64Url: row.ipxePxeUefiArm64Url ?? "",
 		scriptUrl: row.scriptUrl ?? "",
 	});
 	const [error, setError] = useState<unknown>(null);
@@ -37,8 +26,9 @@ function SettingsForm({ row, onDone }: { row: Distributor; onDone: () => void })
 	);
 	const save = () =>
 		attempt(setError, async () => {
-			const { scriptUrl, ...required } = values;
-			await api(`/distributors/${row.id}`, { method: "PUT", json: scriptUrl ? values : required });
+			// Optional fields left empty are left out (the API takes them away again).
+			const json = Object.fromEntries(Object.entries(values).filter(([name, value]) => value !== "" || !OPTIONAL_FIELDS.includes(name)));
+			await api(`/distributors/${row.id}`, { method: "PUT", json });
 			onDone();
 		});
 	return (
@@ -48,6 +38,8 @@ function SettingsForm({ row, onDone }: { row: Distributor; onDone: () => void })
 			{field("range", "LAN address (proxy-DHCP range)")}
 			{field("ipxePxeBiosUrl", "BIOS iPXE URL (undionly.kpxe)")}
 			{field("ipxePxeUefiUrl", "UEFI iPXE URL (ipxe.efi)")}
+			{field("ipxePxeUefiIa32Url", "32-bit UEFI iPXE URL (bin-i386-efi ipxe.efi, optional)")}
+			{field("ipxePxeUefiArm64Url", "ARM64 UEFI iPXE URL (bin-arm64-efi ipxe.efi, optional)")}
 			{field("scriptUrl", "Script URL for hosts already in iPXE (optional)")}
 			<div class="actions">
 				<button onClick={save}>Update</button>

@@ -2,6 +2,7 @@ import { useState } from "preact/hooks";
 import { api } from "../api";
 import { ErrorBox, Section, When, attempt } from "../components";
 import { useRows } from "../hooks";
+import type { ScriptResult } from "@clusterplatform/distributor";
 
 interface Localnode {
 	id: number;
@@ -12,13 +13,6 @@ interface Localnode {
 	reachableCheckedAt: string | null;
 	hostKey: string | null;
 	createdAt: string;
-}
-
-interface ScriptResult {
-	code: number | null;
-	signal: string | null;
-	stdout: string;
-	stderr: string;
 }
 
 interface Sshkey {
