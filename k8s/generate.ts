@@ -31,9 +31,10 @@ export const WORKER_IMAGES: Record<string, string> = {
 /**
  * Variables particular to some services. The iPXE manager and worker must agree on whether builds
  * come from a source tree: it is part of the content address (packages/ipxe/src/index.ts); the
- * worker image has the tree at this path.
+ * worker image has the tree at this path, where scripts/setup installs it on a host
+ * (packages/ipxe/src/build.ts INSTALLED_IPXE), its prepared object trees beside it.
  */
-export const IPXE_SOURCE_DIR = "/opt/ipxe";
+export const IPXE_SOURCE_DIR = "/opt/clusterplatform/ipxe";
 const SERVICE_ENV: Record<string, { name: string; value: string }[]> = {
 	ipxes: [{ name: "IPXE_SOURCE_DIR", value: IPXE_SOURCE_DIR }],
 	"ipxes-worker": [{ name: "IPXE_SOURCE_DIR", value: IPXE_SOURCE_DIR }],

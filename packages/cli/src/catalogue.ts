@@ -54,7 +54,7 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	ipxes: { schema: IpxesService, queue: true, default: true },
 	"ipxes-worker": { schema: IpxesWorkerService, queue: true, default: true },
 	isos: { schema: IsosService, queue: true, default: true },
-	"isos-worker": { schema: IsosWorkerService, queue: true, default: true, binaries: [["xorriso", "xorriso"], ["unzip", "unzip"]] },
+	"isos-worker": { schema: IsosWorkerService, queue: true, default: true, binaries: [["xorriso", "xorriso"], ["unzip", "unzip"], ["mcopy", "mtools"], ["mkfs.vfat", "dosfstools"]] },
 	mirrors: { schema: MirrorsService, queue: true, default: true },
 	"mirrors-worker": { schema: MirrorsWorkerService, queue: true, default: true, binaries: [["rsync", "rsync"]] },
 	tunnels: { schema: TunnelsService, default: true },

@@ -34,3 +34,14 @@ export function parseHostPort(value: string, field: string): HostPort {
 	if (port < 1 || port > 65535) return fail(`has port ${match[3]}: must be 1..65535`);
 	return { host, port };
 }
+
+/** Listen on host:port, resolving once listening and rejecting with the listen error (e.g. EADDRINUSE). */
+export function listenOn(server: net.Server, port: number, host: string): Promise<void> {
+	return new Promise((resolve, reject) => {
+		server.once("error", reject);
+		server.listen({ port, host, exclusive: true }, () => {
+			server.off("error", reject);
+			resolve();
+		});
+	});
+}

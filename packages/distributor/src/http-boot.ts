@@ -3,7 +3,7 @@ import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
-import type { BootEvent } from "@clusterplatform/core";
+import { listenOn, type BootEvent } from "@clusterplatform/core";
 import { BOOT_ARCHITECTURES } from "./dnsmasq";
 
 /**
@@ -184,15 +184,6 @@ function sameNetwork(a: string, b: string, netmask: string): boolean {
 	return ((ipv4Number(a) & mask) >>> 0) === ((ipv4Number(b) & mask) >>> 0);
 }
 
-function listen(server: http.Server, port: number, host: string): Promise<void> {
-	return new Promise((resolve, reject) => {
-		server.once("error", reject);
-		server.listen(port, host, () => {
-			server.off("error", reject);
-			resolve();
-		});
-	});
-}
 
 function bind(socket: dgram.Socket, port: number, address: string): Promise<void> {
 	return new Promise((resolve, reject) => {
@@ -241,7 +232,7 @@ export class HttpBootServer {
 			// A client that stops reading holds a socket and a file: bounded in number and in time.
 			server.maxConnections = MAX_DOWNLOADS;
 			server.setTimeout(IDLE_TIMEOUT_MS, (socket) => socket.destroy());
-			await listen(server, options.port, options.serverIp);
+			await listenOn(server, options.port, options.serverIp);
 			this.http = server;
 			const receiver = dgram.createSocket({ type: "udp4", reuseAddr: true });
 			receiver.on("error", (err) => options.onError?.(`HTTP boot DHCP socket: ${err.message}`));

@@ -3,7 +3,7 @@ import net from "node:net";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
 import { Server, utils, type Connection, type ServerChannel } from "ssh2";
-import { ConfigError, configOf, type Config } from "@clusterplatform/core";
+import { ConfigError, configOf, listenOn, type Config } from "@clusterplatform/core";
 import { TUNNEL_CLOSED_EVENT, bindOf, idOfUser } from "./settings";
 
 interface Grant {
@@ -36,15 +36,6 @@ export function hostKey({ dataDir, tunnels }: Config): string {
 	return fs.readFileSync(file, "utf8");
 }
 
-function listen(server: net.Server, port: number, host: string): Promise<void> {
-	return new Promise((resolve, reject) => {
-		server.once("error", reject);
-		server.listen({ port, host, exclusive: true }, () => {
-			server.off("error", reject);
-			resolve();
-		});
-	});
-}
 
 /** Wrong passwords one connection may try before it is cut. */
 const MAX_PASSWORD_ATTEMPTS = 3;
@@ -144,7 +135,7 @@ export const TunnelServerService: ServiceSchema = {
 				});
 			});
 			session.listener = listener;
-			listen(listener, grant.remotePort, bind).then(
+			listenOn(listener, grant.remotePort, bind).then(
 				() => {
 					accept?.(grant.remotePort);
 					void this.report(grant.id, "open", null);
@@ -187,7 +178,7 @@ export const TunnelServerService: ServiceSchema = {
 		this.ssh = new Server({ hostKeys: [this.hostKey] }, (client: Connection, info: { ip: string; port: number }) => this.accept(client, info));
 		this.tcp = net.createServer((socket) => this.admit(socket));
 		this.tcp.maxConnections = settings.maxConnections;
-		await listen(this.tcp, settings.sshPort, settings.sshBind);
+		await listenOn(this.tcp, settings.sshPort, settings.sshBind);
 		this.tcp.on("error", (err: Error) => this.logger.warn(`tunnel SSH endpoint: ${err.message}`));
 		this.logger.info(`tunnel SSH endpoint on ${settings.sshBind}:${settings.sshPort}`);
 	},
