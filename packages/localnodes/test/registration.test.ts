@@ -173,7 +173,10 @@ describe("localnodes: addresses no node has, and a bound on anonymous registrati
 		expect(limited.status).toBe(429);
 		expect(Number(limited.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
 		// Registering a known node again counts too (each is a boot-timeline entry); an operator is not limited.
-		expect((await register("ip=10.20.0.1&artifactId=flood")).status).toBe(429);
+		// (Three in a row: at 1 a second, a slow machine may have earned one token back meanwhile.)
+		const again: number[] = [];
+		for (let i = 0; i < 3; i++) again.push((await register("ip=10.20.0.1&artifactId=flood")).status);
+		expect(again).toContain(429);
 		expect((await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.20.2.1", artifactId: "flood" } })).status).toBe(201);
 	});
 
