@@ -13,7 +13,7 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { generateToken, tokenEntry } from "@clusterplatform/core";
+import { generateToken, tokenEntry, which } from "@clusterplatform/core";
 import { freePort } from "../test/support/ports.ts";
 
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 1000);
@@ -25,6 +25,19 @@ const CLI = path.resolve(import.meta.dirname, "..", "packages", "cli", "dist", "
 const MAINSCRIPT = "#!ipxe\nmenu Choose Script\nitem mainsubscriptserver_fedora29 Main Sub Script Server Fedora 29\nchoose --default mainsubscriptserver_fedora29 --timeout 3000 server && goto ${server}\n:mainsubscriptserver_fedora29\nchain http://127.0.0.1/api/subscripts/1";
 const SUBSCRIPT = "#!ipxe\nset base http://dl.fedoraproject.org/pub/fedora/linux/releases/29/Server/x86_64/os\nkernel ${base}/images/pxeboot/vmlinuz initrd=initrd.img inst.repo=${base} inst.ks=http://127.0.0.1/api/kickstarts/1\ninitrd ${base}/images/pxeboot/initrd.img\nboot";
 
+/**
+ * The programs the storm needs, found before anything starts (nginx lives in /usr/sbin, which a
+ * non-root PATH often lacks). `bash scripts/setup` installs all three (Debian: nginx, wrk, nats-server).
+ */
+const PROGRAMS = { nginx: "the baseline static server", wrk: "the load generator", "nats-server": "the provisioner processes' transporter" } as const;
+const SEARCH_PATH = [process.env.PATH ?? "", "/usr/local/sbin", "/usr/sbin", "/sbin"].join(path.delimiter);
+const programs = Object.fromEntries(Object.keys(PROGRAMS).map((name) => [name, which(name, SEARCH_PATH)])) as Record<keyof typeof PROGRAMS, string | null>;
+const missing = (Object.keys(PROGRAMS) as (keyof typeof PROGRAMS)[]).filter((name) => programs[name] === null);
+if (missing.length > 0) {
+	console.log(`boot storm not run: missing ${missing.map((name) => `${name} (${PROGRAMS[name]})`).join(", ")}; \`bash scripts/setup\` installs them (Debian packages nginx, wrk, nats-server)`);
+	process.exit(0);
+}
+
 const children: ChildProcess[] = [];
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-bench-storm-"));
 // nginx workers run as an unprivileged user: they must be able to read the static copies.
@@ -35,6 +48,19 @@ function start(command: string, args: string[], env: Record<string, string> = {}
 	const child = spawn(command, args, { env: { ...process.env, LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "ignore", "inherit"] });
 	children.push(child);
 	return child;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
+function stop(child: ChildProcess, graceMs = 10_000): Promise<void> {
+	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+	return new Promise((resolve) => {
+		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+		child.once("exit", () => {
+			clearTimeout(timer);
+			resolve();
+		});
+		child.kill("SIGTERM");
+	});
 }
 
 async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
@@ -73,7 +99,7 @@ function parseWrk(output: string): Load {
 function storm(port: number, duration = DURATION): Load {
 	const script = path.join(work, "boot.lua");
 	fs.writeFileSync(script, 'local i = 0\nrequest = function()\n  i = i + 1\n  if i % 2 == 0 then return wrk.format("GET", "/api/subscripts/1") end\n  return wrk.format("GET", "/api/mainscripts/1")\nend\n');
-	const output = execFileSync("wrk", ["-t", "2", "-c", String(CONNECTIONS), "-d", duration, "--timeout", "5s", "--latency", "-s", script, `http://127.0.0.1:${port}/`], { encoding: "utf8" });
+	const output = execFileSync(programs.wrk!, ["-t", "2", "-c", String(CONNECTIONS), "-d", duration, "--timeout", "5s", "--latency", "-s", script, `http://127.0.0.1:${port}/`], { encoding: "utf8" });
 	return parseWrk(output);
 }
 
@@ -88,14 +114,14 @@ async function startNginx(): Promise<number> {
 		conf,
 		`daemon off;\nworker_processes ${GATEWAYS};\npid ${work}/nginx.pid;\nerror_log ${work}/nginx-error.log;\nevents { worker_connections 4096; }\nhttp {\n  access_log off;\n  default_type "text/plain; charset=utf-8";\n  server { listen 127.0.0.1:${port} backlog=4096; root ${work}/www; }\n}\n`,
 	);
-	start("nginx", ["-c", conf, "-p", work]);
+	start(programs.nginx!, ["-c", conf, "-p", work]);
 	await until(async () => (await fetch(`http://127.0.0.1:${port}/api/mainscripts/1`)).ok, "nginx");
 	return port;
 }
 
 async function startProvisioner(): Promise<number> {
 	const natsPort = await freePort();
-	start("nats-server", ["-a", "127.0.0.1", "-p", String(natsPort)]);
+	start(programs["nats-server"]!, ["-a", "127.0.0.1", "-p", String(natsPort)]);
 	const port = await freePort();
 	const token = generateToken();
 	const env = { TRANSPORTER: `nats://127.0.0.1:${natsPort}`, API_TOKENS: tokenEntry("bench", token, false) };
@@ -142,8 +168,7 @@ try {
 	const met = throughput >= 0.5 && tail <= 2 && best.provisioner!.errors === 0;
 	console.log(`\nbest of ${ROUNDS}: throughput ${throughput.toFixed(2)}× nginx (target >= 0.5), p99 ${tail.toFixed(2)}× nginx (target <= 2), errors ${best.provisioner!.errors} (target 0): ${met ? "targets met" : "TARGETS MISSED"}`);
 } finally {
-	// Services before the nats-server they talk through.
-	for (const child of [...children].reverse()) child.kill("SIGTERM");
-	await new Promise((r) => setTimeout(r, 500));
+	// One at a time, newest first: the services have left the bus before the nats-server they talk through stops.
+	for (const child of [...children].reverse()) await stop(child);
 	fs.rmSync(work, { recursive: true, force: true });
 }

@@ -4,19 +4,19 @@ import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { Queue } from "bullmq";
-import { generateToken, siteNodeId, storeFor, tokenEntry } from "@clusterplatform/core";
+import { generateToken, siteNodeId, tokenEntry } from "@clusterplatform/core";
 import { IPXE_SOURCE_DIR as MANIFEST_IPXE_SOURCE_DIR } from "../../k8s/generate";
 import { eventually, freePort } from "../support/ports";
-import { ADMIN_HEADERS, freshPostgresDatabase, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
+import { freshPostgresDatabase } from "../support/provisioner";
 import { missingRadosgwBinaries, startRadosgw, type TestRadosgw } from "../support/radosgw";
 import { startRedis, type TestServer } from "../support/servers";
 import { startQemu } from "../support/boot-qemu";
 import { seedCallsFor, seedTutorialPath, type SeedCall } from "../support/seed";
-import { canMakeNamespaces, createLan, stopChild, type Lan } from "../lan/support/netns";
+import { startLab, type Lab } from "../lan/support/lab";
+import { canMakeNamespaces, stopChild, type Lan } from "../lan/support/netns";
 import { tftpGet } from "../lan/support/peers";
-import { startRouter } from "../lan/support/router";
 import { bootGuest, type Guest } from "../lan/support/qemu";
-import { buildTinyLinux, cloudKernel, type TinyLinux } from "../lan/support/tiny-linux";
+import { cloudKernel } from "../lan/support/tiny-linux";
 import { attachDockerd, dockerClient, dockerdMissing, startDockerd, type Dockerd } from "./support/dockerd";
 import { startContainerNats, type ContainerNats } from "./support/nats";
 
@@ -169,65 +169,41 @@ describeContainers("images built and run on a private dockerd", () => {
 	}, 16 * 60_000);
 
 	describe("the distributor image on a site LAN, started with the README's docker run line", () => {
+		let lab: Lab;
 		let dir: string;
 		let lan: Lan;
-		let router: ReturnType<typeof startRouter>;
 		let siteEngine: Dockerd;
 		let nats: ContainerNats;
-		let provisioner: TestProvisioner;
 		let base: string;
-		let tiny: TinyLinux;
-		let keys: { publicKey: string; privateKey: string };
+		let tiny: Lab["tiny"];
+		let keys: Lab["keys"];
+		let api: Lab["api"];
+		let json: Lab["json"];
 		let container: string;
 		let distributorId: number;
 		let mainscriptUrl: string;
+		let biosUrl: string;
+		let uefiUrl: string;
 		let node: { id: number; ip: string };
 		const guests: Guest[] = [];
 		const hostname = os.hostname();
 
-		const api = (pathname: string, init: { method?: string; json?: unknown } = {}) =>
-			fetch(`${base}/api${pathname}`, {
-				method: init.method ?? "GET",
-				headers: { ...ADMIN_HEADERS, ...(init.json === undefined ? {} : { "Content-Type": "application/json" }) },
-				body: init.json === undefined ? undefined : JSON.stringify(init.json),
-			});
-		// eslint-disable-next-line @typescript-eslint/no-explicit-any
-		const json = async (pathname: string): Promise<any> => (await api(pathname)).json();
 		const containerLog = () => siteEngine.docker(["logs", "--tail", "80", container], { allowFailure: true }).stdout + siteEngine.docker(["logs", "--tail", "80", container], { allowFailure: true }).stderr;
 
 		beforeAll(async () => {
 			const started = Date.now();
-			dir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-containers-lan-"));
-			lan = createLan();
-			router = startRouter(lan, dir);
-			nats = await startContainerNats(lan.hostIp, [SITE]);
-			const port = await freePort();
-			base = `http://${lan.hostIp}:${port}`;
-			provisioner = await startTestProvisioner({
+			lab = await startLab({
+				name: "containers-lan",
 				services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "scriptruns", "distributors", "boots"],
-				env: { HOST: lan.hostIp, PORT: String(port), PUBLIC_URL: base, ...nats.env(null) },
+				bus: async (lan) => {
+					nats = await startContainerNats(lan.hostIp, [SITE]);
+					return { env: nats.env(null), stop: () => nats.stop() };
+				},
 			});
-			keys = await json("/sshkey");
-			tiny = buildTinyLinux(path.join(dir, "tiny"), keys.publicKey);
-			const store = storeFor(provisioner.config);
-			const [bios, uefi, kernel, initrd] = await Promise.all([
-				store.putFile("boot/undionly.kpxe", BIOS_IPXE),
-				store.putFile("boot/ipxe.efi", UEFI_IPXE),
-				store.putFile("node/vmlinuz", tiny.kernel),
-				store.putFile("node/initrd.cpio.gz", tiny.initrd),
-			]);
-			const create = async (registry: string, text: string) => {
-				const res = await api(`/${registry}`, { method: "POST", json: { text } });
-				expect(res.status).toBe(201);
-				return `${base}/api/${registry}/${((await res.json()) as { id: number }).id}`;
-			};
-			const postboot = await create(
-				"postbootscripts",
-				`#!/bin/sh\nip=$(ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p' | head -n 1)\nwget -q -O - --post-data '' "${base}/api/localnodes?ip=\${ip}&artifactId=${SITE}&pingable=true"\n`,
-			);
-			const subscript = await create("subscripts", `#!ipxe\nkernel ${kernel.url} initrd=initrd.cpio.gz console=ttyS0 cpp.post=${postboot}\ninitrd ${initrd.url}\nboot\n`);
-			mainscriptUrl = await create("mainscripts", `#!ipxe\nchain ${subscript}\n`);
-			(globalThis as { __urls?: string[] }).__urls = [bios.url, uefi.url];
+			({ dir, lan, base, tiny, keys, api, json } = lab);
+			[biosUrl, uefiUrl] = (await Promise.all([lab.store.putFile("boot/undionly.kpxe", BIOS_IPXE), lab.store.putFile("boot/ipxe.efi", UEFI_IPXE)])).map((file) => file.url);
+			const { subscript } = await lab.nodeChain(SITE);
+			mainscriptUrl = (await lab.create("mainscripts", `#!ipxe\nchain ${subscript}\n`)).url;
 
 			// The site's Docker engine runs on the distributor host: `--net=host` there is the LAN.
 			// nsenter, not `ip netns exec`: only the network namespace changes (ip netns exec mounts a
@@ -260,12 +236,7 @@ describeContainers("images built and run on a private dockerd", () => {
 					image("distributor"),
 				])
 				.stdout.trim();
-			const row = await eventually(async () => {
-				const page = await json(`/distributors?search=${SITE}&searchFields=artifactId`);
-				return page.rows.find((r: { online: boolean; nodeID: string }) => r.online && r.nodeID === siteNodeId(SITE, `${hostname}-1`));
-			}, 90_000, "the distributor container registered").catch((err: Error) => {
-				throw new Error(`${err.message}\n${containerLog()}`);
-			});
+			const row = await lab.distributorOnline(SITE, siteNodeId(SITE, `${hostname}-1`), containerLog, 90_000);
 			distributorId = row.id;
 			timings.distributorSetupS = since(started);
 		}, 300_000);
@@ -273,15 +244,10 @@ describeContainers("images built and run on a private dockerd", () => {
 		afterAll(async () => {
 			for (const guest of guests) await stopChild(guest.child, "SIGTERM", 2000);
 			await siteEngine?.stop();
-			await provisioner?.stop();
-			await nats?.stop();
-			await stopChild(router);
-			lan?.destroy();
-			if (dir) fs.rmSync(dir, { recursive: true, force: true });
+			await lab?.stop();
 		}, 120_000);
 
 		it("takes the seed's distributor calls through the API and answers PXE from the container's dnsmasq", async () => {
-			const [biosUrl, uefiUrl] = (globalThis as { __urls?: string[] }).__urls!;
 			const res = await api(`/distributors/${distributorId}`, {
 				method: "PUT",
 				json: { ipxePxeUefiUrl: uefiUrl, ipxePxeBiosUrl: biosUrl, artifactId: 1, device: lan.device, range: lan.routerIp, scriptUrl: mainscriptUrl },

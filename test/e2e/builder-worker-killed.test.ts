@@ -9,9 +9,9 @@ import { startRedis, type TestServer } from "../support/servers";
 
 /**
  * A builder worker is SIGKILLed in the middle of a job, in its own OS process (the built CLI:
- * `clusterplatform start grubs-worker`, as a Kubernetes pod would run it). BullMQ's stalled-job
- * handling hands the job to the next worker; the manager's row ends done (or failed with a
- * reason), never "working" forever.
+ * `clusterplatform start grubs-worker`, as a Kubernetes pod would run it). With no worker alive,
+ * the reconciler puts the interrupted job's row back to "queued" once the dead worker's lock has
+ * expired; BullMQ's stalled-job handling hands the job to the next worker, and the row ends done.
  */
 jest.setTimeout(180_000);
 
@@ -41,7 +41,7 @@ describe("a builder worker killed mid-job", () => {
 		return worker;
 	};
 
-	it("is retried by another worker and its row ends done, not working", async () => {
+	it("is queued again by the reconciler, retried by another worker, and its row ends done, not working", async () => {
 		const ids: number[] = [];
 		for (let i = 0; i < 12; i++) {
 			const response = await provisioner.api("/grubs", { method: "POST", json: { label: `KILL TEST ${i}`, architecture: "x64", fragment: "img" } });
@@ -52,8 +52,10 @@ describe("a builder worker killed mid-job", () => {
 		// Kill it while it holds a job (an active job's lock belongs to exactly this worker).
 		await eventually(async () => (await queue.getActiveCount()) > 0, 60_000, `the first worker took a job (output: ${first.output()})`);
 		await first.kill();
-		const interrupted = (await queue.getActive()).map((job) => job.id!);
+		const active = await queue.getActive();
+		const interrupted = active.map((job) => job.id!);
 		expect(interrupted.length).toBeGreaterThan(0);
+		const interruptedRows = active.map((job) => (job.data as { id: number }).id);
 		const rowsNow = await Promise.all(ids.map(async (id) => (await provisioner.api(`/grubs/${id}`)).json()));
 		console.log(`killed worker pid ${first.pid} mid-job; rows: ${rowsNow.map((r) => `${r.id}:${r.status}`).join(" ")}`);
 		expect(rowsNow.some((r) => r.status !== "done")).toBe(true);
@@ -62,15 +64,17 @@ describe("a builder worker killed mid-job", () => {
 		const leftovers = () => fs.readdirSync(os.tmpdir()).filter((entry) => new RegExp(`^cpp-grubs-\\d+-p${first.pid}-`).test(entry));
 		expect(leftovers().length).toBeGreaterThan(0);
 		const killedAt = Date.now();
-		// With no worker alive, the row does not claim "working" once the dead worker's lock has expired.
+		// An interrupted job's row says "working" (its active event reaches the manager)…
+		const status = async (id: number): Promise<string> => (await (await provisioner.api(`/grubs/${id}`)).json()).status;
+		for (const id of interruptedRows) await eventually(async () => (await status(id)) === "working", 30_000, `row ${id} of an interrupted job working`);
+		// …and with no worker alive, the reconciler takes that back once the dead worker's lock has expired.
 		const manager = provisioner.broker.getLocalService("grubs") as unknown as { reconcile(): Promise<void> };
-		const stuck = rowsNow.find((r) => r.status === "working");
-		if (stuck) {
+		for (const id of interruptedRows) {
 			await eventually(async () => {
 				await manager.reconcile();
-				return (await (await provisioner.api(`/grubs/${stuck.id}`)).json()).status === "queued";
-			}, 30_000, `row ${stuck.id} back to queued once the dead worker's lock expired`);
-			console.log(`row ${stuck.id}: queued again ${Date.now() - killedAt} ms after the kill (no worker holds it)`);
+				return (await status(id)) === "queued";
+			}, 30_000, `row ${id} back to queued once the dead worker's lock expired`);
+			console.log(`row ${id}: queued again ${Date.now() - killedAt} ms after the kill (no worker holds it)`);
 		}
 		startWorker();
 		const rows = await eventually(async () => {
@@ -78,11 +82,7 @@ describe("a builder worker killed mid-job", () => {
 			return all.every((r) => r.status === "done" || r.status === "failed") ? all : undefined;
 		}, 120_000, "every row finished after the second worker started");
 		console.log(`all ${rows.length} rows finished ${Date.now() - killedAt} ms after the kill`);
-		for (const row of rows) {
-			expect(["done", "failed"]).toContain(row.status);
-			if (row.status === "failed") expect(row.error).toBeTruthy();
-		}
-		expect(rows.filter((r) => r.status === "done").length).toBe(rows.length);
+		expect(rows.filter((r) => r.status !== "done").map((r) => `${r.id}: ${r.status} ${r.error ?? ""}`)).toEqual([]);
 		expect(leftovers()).toEqual([]);
 		// The interrupted job really was taken over: BullMQ counted it as stalled, then it completed.
 		for (const jobId of interrupted) {
@@ -96,7 +96,10 @@ describe("a builder worker killed mid-job", () => {
 		for (const worker of workers.splice(0)) await worker.stop();
 		await provisioner.stop();
 		const shared = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-reconcile-"));
-		const env = { REDIS_URL: redis.url, DATABASE_URL: await freshPostgresDatabase(), DATA_DIR: shared };
+		// A Redis of its own: the job is found by its row, whatever the previous test left in the queue.
+		const ownRedis = await startRedis();
+		const ownQueue = new Queue("grubs", { connection: { url: ownRedis.url } as never });
+		const env = { REDIS_URL: ownRedis.url, DATABASE_URL: await freshPostgresDatabase(), DATA_DIR: shared };
 		try {
 			provisioner = await startTestProvisioner({ services: ["gateway", "grubs"], env });
 			const created = await (await provisioner.api("/grubs", { method: "POST", json: { label: "RECONCILE", architecture: "x86", fragment: "efi" } })).json();
@@ -104,15 +107,19 @@ describe("a builder worker killed mid-job", () => {
 			await provisioner.stop();
 
 			// No manager listens while the worker builds: the completed event is missed.
-			const worker = startServiceProcess(["start", "grubs-worker"], { REDIS_URL: redis.url, DATA_DIR: shared, NODE_ID: "reconcile-worker" });
+			const worker = startServiceProcess(["start", "grubs-worker"], { REDIS_URL: ownRedis.url, DATA_DIR: shared, NODE_ID: "reconcile-worker" });
 			workers.push(worker);
-			await eventually(async () => (await queue.getCompletedCount()) >= 13, 60_000, "the job completed with no manager running");
+			const completedForRow = async () => (await ownQueue.getJobs(["completed"])).some((job) => (job.data as { id: number }).id === created.id);
+			await eventually(completedForRow, 60_000, `the job of grubs ${created.id} completed with no manager running`);
 
 			provisioner = await startTestProvisioner({ services: ["gateway", "grubs"], env });
 			const row = await (await provisioner.api(`/grubs/${created.id}`)).json();
 			expect(row).toMatchObject({ status: "done", progress: 100 });
 			expect((await (await fetch(row.url)).arrayBuffer()).byteLength).toBeGreaterThan(0);
 		} finally {
+			for (const worker of workers.splice(0)) await worker.stop();
+			await ownQueue.close();
+			await ownRedis.stop();
 			fs.rmSync(shared, { recursive: true, force: true });
 		}
 	});

@@ -1,4 +1,5 @@
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
@@ -11,6 +12,9 @@ interface Outcome {
 	text: string;
 	status: number | "timeout" | "refused";
 	id?: number;
+	/** When the request was sent and when its answer (or failure) came, by Date.now(). */
+	startedAt: number;
+	endedAt: number;
 }
 
 /**
@@ -23,12 +27,13 @@ async function writeUnderTraffic(post: (text: string) => Promise<Response>, duri
 	void during.finally(() => (finished = true));
 	for (let i = 0; i < maxRequests && !finished; i++) {
 		const text = `#!ipxe\necho traffic ${i}`;
+		const startedAt = Date.now();
 		try {
 			const res = await post(text);
 			const body = await res.json().catch(() => ({}));
-			outcomes.push({ text, status: res.status, id: res.status === 201 ? body.id : undefined });
+			outcomes.push({ text, status: res.status, id: res.status === 201 ? body.id : undefined, startedAt, endedAt: Date.now() });
 		} catch (err) {
-			outcomes.push({ text, status: (err as Error).name === "TimeoutError" ? "timeout" : "refused" });
+			outcomes.push({ text, status: (err as Error).name === "TimeoutError" ? "timeout" : "refused", startedAt, endedAt: Date.now() });
 			await new Promise((r) => setTimeout(r, 50));
 		}
 	}
@@ -42,6 +47,39 @@ async function expectAcknowledgedRowsKept(outcomes: Outcome[], get: (id: number)
 	for (const { id, text } of acknowledged) expect(await (await get(id!)).text()).toBe(text);
 	// Nothing answered 2xx other than 201, and nothing crashed into a 2xx with a wrong body.
 	expect(outcomes.filter((o) => typeof o.status === "number" && o.status < 300 && o.status !== 201)).toEqual([]);
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port (bounded: 1 s). */
+function accepting(port: number): Promise<boolean> {
+	return new Promise((resolve) => {
+		const socket = net.connect({ host: "127.0.0.1", port });
+		const done = (up: boolean) => {
+			socket.destroy();
+			resolve(up);
+		};
+		socket.setTimeout(1000, () => done(false));
+		socket.once("connect", () => done(true));
+		socket.once("error", () => done(false));
+	});
+}
+
+/**
+ * The server's outage as seen from outside, probed every 50 ms while `during` runs: the last moment
+ * it was seen down and the first moment it was seen up again after that (null when never down).
+ */
+async function watchOutage(port: number, during: Promise<void>): Promise<{ lastDown: number; backUp: number } | null> {
+	const probes: { at: number; up: boolean }[] = [];
+	let finished = false;
+	void during.finally(() => (finished = true));
+	for (let i = 0; i < 2000 && !finished; i++) {
+		probes.push({ at: Date.now(), up: await accepting(port) });
+		await new Promise((r) => setTimeout(r, 50));
+	}
+	await during;
+	probes.push({ at: Date.now(), up: await accepting(port) });
+	const lastDownIndex = probes.findLastIndex((p) => !p.up);
+	const backUp = probes.slice(lastDownIndex + 1).find((p) => p.up);
+	return lastDownIndex >= 0 && backUp ? { lastDown: probes[lastDownIndex]!.at, backUp: backUp.at } : null;
 }
 
 describe("PostgreSQL restarted under traffic", () => {
@@ -109,7 +147,14 @@ describe("NATS restarted under traffic between the gateway and the registries", 
 			await nats.restart(2000);
 			await new Promise((r) => setTimeout(r, 3000));
 		})();
-		const outcomes = await writeUnderTraffic(post, restart);
+		const [outcomes, outage] = await Promise.all([writeUnderTraffic(post, restart), watchOutage(nats.port, restart)]);
+		// The outage was real (NATS refused connections, then took them again), and the traffic went
+		// through it: a request failed, or was held from while NATS was down until it was back.
+		expect(outage).not.toBeNull();
+		const crossed = outcomes.filter((o) => o.status !== 201 || (o.startedAt <= outage!.lastDown && o.endedAt >= outage!.backUp));
+		const longest = Math.max(...crossed.map((o) => o.endedAt - o.startedAt));
+		console.log(`NATS outage: ${crossed.length} of ${outcomes.length} requests failed or were held across it (the longest took ${longest} ms)`);
+		expect(crossed.length).toBeGreaterThan(0);
 		await eventually(async () => (await post("#!ipxe\necho after")).status === 201, 45_000, "a write through NATS after its restart");
 		await expectAcknowledgedRowsKept(outcomes, (id) => fetch(`${baseUrl}/mainscripts/${id}`));
 		expect(gateway.output()).not.toMatch(/FATAL|Unhandled/i);

@@ -85,9 +85,9 @@ function getOnce(port: number, url: string): Promise<number | "closed"> {
 }
 
 describe("listener settings", () => {
-	it("defaults to a 30 s request bound, 10 s for headers, 4096 connections and no machine listener", () => {
+	it("defaults to a 30 s request bound, 10 s for headers, 4096 connections, a 10 s shutdown grace and no machine listener", () => {
 		const config = loadConfig({ HOST: "10.1.2.3" });
-		expect(config.http).toEqual({ requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, maxConnections: 4096 });
+		expect(config.http).toEqual({ requestTimeoutMs: 30_000, headersTimeoutMs: 10_000, maxConnections: 4096, shutdownGraceMs: 10_000 });
 		expect(config.machineListener).toBeNull();
 		expect(loadConfig({ HOST: "10.1.2.3", MACHINE_PORT: "8081" }).machineListener).toEqual({ port: 8081, host: "10.1.2.3" });
 		expect(loadConfig({ MACHINE_PORT: "8081", MACHINE_HOST: "192.168.1.1" }).machineListener).toEqual({ port: 8081, host: "192.168.1.1" });
@@ -97,6 +97,7 @@ describe("listener settings", () => {
 		expect(() => loadConfig({ REQUEST_TIMEOUT: "5", HEADERS_TIMEOUT: "10" })).toThrow(/HEADERS_TIMEOUT/);
 		expect(() => loadConfig({ REQUEST_TIMEOUT: "0" })).toThrow(ConfigError);
 		expect(() => loadConfig({ MAX_CONNECTIONS: "-1" })).toThrow(/MAX_CONNECTIONS/);
+		expect(() => loadConfig({ SHUTDOWN_GRACE: "-1" })).toThrow(/SHUTDOWN_GRACE/);
 		expect(() => loadConfig({ MACHINE_PORT: "http" })).toThrow(/MACHINE_PORT/);
 	});
 });

@@ -1,16 +1,15 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { siteNodeId, storeFor } from "@clusterplatform/core";
-import { eventually, freePort, waitForPort } from "../support/ports";
+import { siteNodeId } from "@clusterplatform/core";
+import { eventually } from "../support/ports";
 import { describeIf, missingFile, missingProgram } from "../support/requirements";
-import { ADMIN_HEADERS, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
-import { canMakeNamespaces, createLan, stopChild, type Lan } from "./support/netns";
+import { startLab, type Lab } from "./support/lab";
+import { canMakeNamespaces, stopChild, type Lan } from "./support/netns";
 import { tftpGet, pxeProbe } from "./support/peers";
-import { startRouter } from "./support/router";
 import { bootGuest, OVMF_CODE, type Firmware, type Guest } from "./support/qemu";
-import { buildTinyLinux, cloudKernel, type TinyLinux } from "./support/tiny-linux";
+import { spawnDistributor } from "./support/site";
+import { cloudKernel } from "./support/tiny-linux";
 
 /**
  * The whole site side on a real (namespaced) LAN: a router with its own DHCP server, a
@@ -19,7 +18,6 @@ import { buildTinyLinux, cloudKernel, type TinyLinux } from "./support/tiny-linu
  * localnodes and run scripts over SSH from the distributor.
  */
 const SITE = "felicitas.pojtinger.swabia.sol";
-const ROOT = path.resolve(__dirname, "../..");
 const BIOS_IPXE = "/usr/lib/ipxe/undionly.kpxe";
 const UEFI_IPXE = "/usr/lib/ipxe/ipxe.efi";
 const REQUIRED = ["dnsmasq", "qemu-system-x86_64", "nats-server", "cpio", "busybox", "dropbear"];
@@ -32,114 +30,49 @@ function missing(): string | null {
 }
 
 describeIf(missing(), "a site LAN in network namespaces", () => {
-	let dir: string;
+	let lab: Lab;
 	let lan: Lan;
-	let router: ChildProcess;
-	let nats: ChildProcess;
-	let distributor: ChildProcess;
-	let distributorLog = "";
-	let provisioner: TestProvisioner;
-	let base: string;
-	let tiny: TinyLinux;
-	let keys: { publicKey: string; privateKey: string };
+	let dir: string;
+	let keys: Lab["keys"];
+	let tiny: Lab["tiny"];
+	let api: Lab["api"];
+	let json: Lab["json"];
+	let provisioner: Lab["provisioner"];
+	let distributor: { child: ChildProcess; log(): string };
 	let distributorId: number;
 	let mainscriptUrl: string;
+	let biosUrl: string;
+	let uefiUrl: string;
 	const guests: Guest[] = [];
 	const timings: Record<string, number> = {};
 
-	const api = (pathname: string, init: { method?: string; json?: unknown } = {}) =>
-		fetch(`${base}/api${pathname}`, {
-			method: init.method ?? "GET",
-			// The operator holds a token; the booting guests below send none (the machine path).
-			headers: { ...ADMIN_HEADERS, ...(init.json === undefined ? {} : { "Content-Type": "application/json" }) },
-			body: init.json === undefined ? undefined : JSON.stringify(init.json),
-		});
-	const json = async (pathname: string) => (await api(pathname)).json();
-
 	beforeAll(async () => {
 		const started = Date.now();
-		dir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-lan-"));
-		lan = createLan();
-		router = startRouter(lan, dir);
-
-		const natsPort = await freePort();
-		nats = spawn("nats-server", ["-a", lan.hostIp, "-p", String(natsPort)], { stdio: "ignore" });
-		await waitForPort(natsPort, 15_000, lan.hostIp);
-		const transporter = `nats://${lan.hostIp}:${natsPort}`;
-
-		const port = await freePort();
-		base = `http://${lan.hostIp}:${port}`;
-		provisioner = await startTestProvisioner({
+		lab = await startLab({
+			name: "lan",
 			services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "scriptruns", "distributors", "boots"],
-			env: { HOST: lan.hostIp, PORT: String(port), PUBLIC_URL: base, TRANSPORTER: transporter },
 		});
-
-		keys = await json("/sshkey");
-		tiny = buildTinyLinux(path.join(dir, "tiny"), keys.publicKey);
-		const store = storeFor(provisioner.config);
-		const [bios, uefi, kernel, initrd] = await Promise.all([
-			store.putFile("boot/undionly.kpxe", BIOS_IPXE),
-			store.putFile("boot/ipxe.efi", UEFI_IPXE),
-			store.putFile("node/vmlinuz", tiny.kernel),
-			store.putFile("node/initrd.cpio.gz", tiny.initrd),
-		]);
-		const create = async (registry: string, text: string) => {
-			const res = await api(`/${registry}`, { method: "POST", json: { text } });
-			expect(res.status).toBe(201);
-			return `${base}/api/${registry}/${(await res.json()).id}`;
-		};
-		// The seed's post-boot script, in busybox dialect: find the address, register the node.
-		const postboot = await create(
-			"postbootscripts",
-			`#!/bin/sh\nip=$(ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p' | head -n 1)\nwget -q -O - --post-data '' "${base}/api/localnodes?ip=\${ip}&artifactId=${SITE}&pingable=true"\n`,
-		);
-		const subscript = await create("subscripts", `#!ipxe\nkernel ${kernel.url} initrd=initrd.cpio.gz console=ttyS0 cpp.post=${postboot}\ninitrd ${initrd.url}\nboot\n`);
-		mainscriptUrl = await create("mainscripts", `#!ipxe\nchain ${subscript}\n`);
-		(globalThis as { __biosUrl?: string }).__biosUrl = bios.url;
-		(globalThis as { __uefiUrl?: string }).__uefiUrl = uefi.url;
-
-		distributor = lan.spawnIn(lan.ns.distributor, process.execPath, [path.join(__dirname, "support/run-ts.cjs"), path.join(ROOT, "packages/cli/src/main.ts"), "distributor"], {
-			cwd: ROOT,
-			env: {
-				...process.env,
-				TRANSPORTER: transporter,
-				CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE,
-				// The gateway's own origin: the one private address the distributor downloads iPXE from.
-				PUBLIC_URL: base,
-				DATA_DIR: path.join(dir, "distributor"),
-				NODE_ID: `lan-distributor-${process.pid}`,
-				LOG_LEVEL: "warn",
-			},
-			stdio: ["ignore", "pipe", "pipe"],
-		});
-		distributor.stdout!.on("data", (c: Buffer) => (distributorLog += c.toString()));
-		distributor.stderr!.on("data", (c: Buffer) => (distributorLog += c.toString()));
-		const row = await eventually(async () => {
-			const page = await json(`/distributors?search=${SITE}&searchFields=artifactId`);
-			return page.rows.find((r: { online: boolean; nodeID: string }) => r.online && r.nodeID === siteNodeId(SITE, `lan-distributor-${process.pid}`));
-		}, 60_000, "distributor registered").catch((err: Error) => {
-			throw new Error(`${err.message}\n${distributorLog}`);
-		});
-		distributorId = row.id;
+		({ lan, dir, keys, tiny, api, json, provisioner } = lab);
+		[biosUrl, uefiUrl] = (await Promise.all([lab.store.putFile("boot/undionly.kpxe", BIOS_IPXE), lab.store.putFile("boot/ipxe.efi", UEFI_IPXE)])).map((file) => file.url);
+		const { subscript } = await lab.nodeChain(SITE);
+		mainscriptUrl = (await lab.create("mainscripts", `#!ipxe\nchain ${subscript}\n`)).url;
+		const nodeId = `lan-distributor-${process.pid}`;
+		distributor = spawnDistributor(lan, { transporter: lab.bus.env.TRANSPORTER, site: SITE, publicUrl: lab.base, dataDir: path.join(dir, "distributor"), nodeId });
+		distributorId = (await lab.distributorOnline(SITE, siteNodeId(SITE, nodeId), distributor.log)).id;
 		timings.setupMs = Date.now() - started;
 	}, 180_000);
 
 	afterAll(async () => {
 		for (const guest of guests) await stopChild(guest.child, "SIGTERM", 2000);
-		await stopChild(distributor);
-		await provisioner?.stop();
-		await stopChild(nats);
-		await stopChild(router);
-		lan?.destroy();
-		if (dir) fs.rmSync(dir, { recursive: true, force: true });
+		await stopChild(distributor?.child);
+		await lab?.stop();
 		console.log(`test/lan timings (ms): ${JSON.stringify(timings)}`);
 	}, 60_000);
 
 	it("configures and switches on the distributor with the seed's request bodies", async () => {
-		const g = globalThis as { __biosUrl?: string; __uefiUrl?: string };
 		const res = await api(`/distributors/${distributorId}`, {
 			method: "PUT",
-			json: { ipxePxeUefiUrl: g.__uefiUrl, ipxePxeBiosUrl: g.__biosUrl, artifactId: 1, device: lan.device, range: lan.routerIp, scriptUrl: mainscriptUrl },
+			json: { ipxePxeUefiUrl: uefiUrl, ipxePxeBiosUrl: biosUrl, artifactId: 1, device: lan.device, range: lan.routerIp, scriptUrl: mainscriptUrl },
 		});
 		expect(res.status).toBe(200);
 		expect(await res.json()).toMatchObject({ device: lan.device, range: lan.routerIp, scriptUrl: mainscriptUrl, on: false });
@@ -296,7 +229,7 @@ describeIf(missing(), "a site LAN in network namespaces", () => {
 	});
 
 	it("reports a crashed dnsmasq with its exit reason and starts it again when asked", async () => {
-		const dnsmasqPid = childPidsOf(distributor.pid!).find((pid) => commOf(pid) === "dnsmasq");
+		const dnsmasqPid = childPidsOf(distributor.child.pid!).find((pid) => commOf(pid) === "dnsmasq");
 		expect(dnsmasqPid).toBeDefined();
 		process.kill(dnsmasqPid!, "SIGKILL");
 		const crashed = await eventually(async () => {
@@ -317,7 +250,7 @@ describeIf(missing(), "a site LAN in network namespaces", () => {
 	});
 
 	it("shows the distributor offline once its process is gone, and refuses commands and scripts for its site", async () => {
-		await stopChild(distributor);
+		await stopChild(distributor.child);
 		const row = await eventually(async () => {
 			const r = await json(`/distributors/${distributorId}`);
 			return r.online === false ? r : undefined;

@@ -1,20 +1,19 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { siteNodeId, storeFor } from "@clusterplatform/core";
+import { siteNodeId } from "@clusterplatform/core";
 import { recordCell, type MatrixCell } from "../support/boot-matrix";
 import { describeIf, missingFile, missingProgram } from "../support/requirements";
 import { ipxeSource } from "../support/ipxe-source";
-import { eventually, freePort, waitForPort } from "../support/ports";
-import { ADMIN_HEADERS, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
-import { canMakeNamespaces, createLan, stopChild, type Lan } from "./support/netns";
+import { eventually } from "../support/ports";
+import { startLab, type Lab } from "./support/lab";
+import { canMakeNamespaces, stopChild, type Lan } from "./support/netns";
 import { pxeProbe, tftpGet } from "./support/peers";
 import { buildPxeRom, pxeRomUnavailable, type PxeRom } from "./support/pxe-rom";
 import { FIRMWARE_FILES, bootGuest, type Guest, type GuestOptions } from "./support/qemu";
-import { startRouter } from "./support/router";
 import { spawnDistributor } from "./support/site";
-import { buildForeignTinyLinux, buildTinyLinux, cloudKernel, nodeParts, type NodeArch, type TinyLinux } from "./support/tiny-linux";
+import { buildForeignTinyLinux, cloudKernel, nodeParts, type NodeArch, type TinyLinux } from "./support/tiny-linux";
 
 /**
  * The boot matrix's network cells (issue 12): PXE through a distributor for SeaBIOS, OVMF x64,
@@ -75,30 +74,22 @@ interface BootEventRow {
 }
 
 describeIf(skipReason, "the boot matrix on a site LAN: PXE and UEFI HTTP boot through a distributor", () => {
+	let lab: Lab;
 	let dir: string;
 	let lan: Lan;
-	let router: ChildProcess;
-	let nats: ChildProcess;
+	let api: Lab["api"];
+	let json: Lab["json"];
+	let provisioner: Lab["provisioner"];
 	let distributor: { child: ChildProcess; log(): string };
-	let provisioner: TestProvisioner;
-	let base: string;
-	let tiny: TinyLinux;
 	const foreign: Partial<Record<NodeArch, TinyLinux & { console: string; machine: string }>> = {};
-	let keys: { publicKey: string; privateKey: string };
+	let keys: Lab["keys"];
 	let rom: PxeRom;
+	let romDir: string | undefined;
 	const mainscripts = {} as Record<Arch, { id: number; url: string }>;
 	const binaries = {} as Record<Arch, { url: string; file: string; id: number }>;
 	const guests: Guest[] = [];
 	const timings: Record<string, number> = {};
 	const distributorNode = siteNodeId(SITE, `matrix-distributor-${process.pid}`);
-
-	const api = (pathname: string, init: { method?: string; json?: unknown } = {}) =>
-		fetch(`${base}/api${pathname}`, {
-			method: init.method ?? "GET",
-			headers: { ...ADMIN_HEADERS, ...(init.json === undefined ? {} : { "Content-Type": "application/json" }) },
-			body: init.json === undefined ? undefined : JSON.stringify(init.json),
-		});
-	const json = async (pathname: string) => (await api(pathname)).json();
 
 	/** POST /api/ipxes, then wait for the build; the binary is downloaded for comparisons. */
 	async function buildIpxe(arch: Arch, script: string) {
@@ -118,52 +109,31 @@ describeIf(skipReason, "the boot matrix on a site LAN: PXE and UEFI HTTP boot th
 
 	beforeAll(async () => {
 		const started = Date.now();
-		dir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-matrix-"));
-		// The PXE firmware stand-in ROM builds while everything else starts.
-		const romBuild = buildPxeRom(dir);
+		// The PXE firmware stand-in ROM builds while everything else starts (in its own temp dir).
+		romDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-matrix-rom-"));
+		const romBuild = buildPxeRom(romDir);
 		romBuild.catch(() => undefined);
-		lan = createLan();
-		router = startRouter(lan, dir);
-		const natsPort = await freePort();
-		nats = spawn("nats-server", ["-a", lan.hostIp, "-p", String(natsPort)], { stdio: "ignore" });
-		await waitForPort(natsPort, 15_000, lan.hostIp);
-		const transporter = `nats://${lan.hostIp}:${natsPort}`;
-		const port = await freePort();
-		base = `http://${lan.hostIp}:${port}`;
-		provisioner = await startTestProvisioner({
+		lab = await startLab({
+			name: "matrix",
 			services: ["gateway", "mainscripts", "subscripts", "postbootscripts", "sshkeys", "sshkey", "localnodes", "scriptruns", "distributors", "boots", "ipxes", "ipxes-worker"],
-			env: { HOST: lan.hostIp, PORT: String(port), PUBLIC_URL: base, TRANSPORTER: transporter },
 		});
-
-		keys = await json("/sshkey");
-		tiny = buildTinyLinux(path.join(dir, "tiny"), keys.publicKey);
-		const store = storeFor(provisioner.config);
-		const [kernel, initrd] = await Promise.all([store.putFile("node/vmlinuz", tiny.kernel), store.putFile("node/initrd.cpio.gz", tiny.initrd)]);
-		const create = async (registry: string, text: string) => {
-			const res = await api(`/${registry}`, { method: "POST", json: { text } });
-			expect(res.status).toBe(201);
-			const { id } = await res.json();
-			return { id: id as number, url: `${base}/api/${registry}/${id}` };
-		};
-		const postboot = await create(
-			"postbootscripts",
-			`#!/bin/sh\nip=$(ip -4 addr show eth0 | sed -n 's/.*inet \\([0-9.]*\\).*/\\1/p' | head -n 1)\nwget -q -O - --post-data '' "${base}/api/localnodes?ip=\${ip}&artifactId=${SITE}&pingable=true"\n`,
-		);
-		const subscript = await create("subscripts", `#!ipxe\nkernel ${kernel.url} initrd=initrd.cpio.gz console=ttyS0 cpp.post=${postboot.url}\ninitrd ${initrd.url}\nboot\n`);
+		({ dir, lan, api, json, keys, provisioner } = lab);
+		const store = lab.store;
+		const { subscript } = await lab.nodeChain(SITE);
 		// The arm64 node, when setup unpacked its parts.
 		const foreignSubscripts: Partial<Record<NodeArch, { url: string }>> = {};
 		for (const arch of FOREIGN_NODES) {
 			const node = (foreign[arch] = buildForeignTinyLinux(arch, path.join(dir, `tiny-${arch}`), keys.publicKey));
 			const [k, i] = await Promise.all([store.putFile(`node/${arch}/vmlinuz`, node.kernel), store.putFile(`node/${arch}/initrd.cpio.gz`, node.initrd)]);
-			foreignSubscripts[arch] = await create("subscripts", `#!ipxe\nkernel ${k.url} initrd=initrd.cpio.gz console=${node.console} cpp.post=${postboot.url}\ninitrd ${i.url}\nboot\n`);
+			foreignSubscripts[arch] = { url: (await lab.nodeChain(SITE, { kernelUrl: k.url, initrdUrl: i.url, console: node.console })).subscript };
 		}
 		// One mainscript per architecture, so each request at the gateway names the binary that made it.
 		// x86 guests go on to the tiny (x86-64) Linux, arm64 guests to its arm64 build (when setup unpacked the parts).
-		mainscripts.bios = await create("mainscripts", `#!ipxe\n# boot matrix: x86 BIOS\nchain ${subscript.url}\n`);
-		mainscripts.x64 = await create("mainscripts", `#!ipxe\n# boot matrix: x64 UEFI\nchain ${subscript.url}\n`);
+		mainscripts.bios = await lab.create("mainscripts", `#!ipxe\n# boot matrix: x86 BIOS\nchain ${subscript}\n`);
+		mainscripts.x64 = await lab.create("mainscripts", `#!ipxe\n# boot matrix: x64 UEFI\nchain ${subscript}\n`);
 		// ia32: the x86-64 node, whose kernel 32-bit iPXE cannot start (asserted below).
-		mainscripts.ia32 = await create("mainscripts", `#!ipxe\n# boot matrix: ia32 UEFI\nchain ${subscript.url}\n`);
-		mainscripts.arm64 = await create(
+		mainscripts.ia32 = await lab.create("mainscripts", `#!ipxe\n# boot matrix: ia32 UEFI\nchain ${subscript}\n`);
+		mainscripts.arm64 = await lab.create(
 			"mainscripts",
 			foreignSubscripts.arm64 ? `#!ipxe\n# boot matrix: arm64 UEFI\nchain ${foreignSubscripts.arm64.url}\n` : `#!ipxe\n# boot matrix: arm64 UEFI\necho clusterplatform: arm64 iPXE ran its script\nsleep 600\n`,
 		);
@@ -176,13 +146,8 @@ describeIf(skipReason, "the boot matrix on a site LAN: PXE and UEFI HTTP boot th
 		rom = await romBuild;
 		timings.pxeRomMs = Math.round(rom.seconds * 1000);
 
-		distributor = spawnDistributor(lan, { transporter, site: SITE, publicUrl: base, dataDir: path.join(dir, "distributor"), nodeId: `matrix-distributor-${process.pid}`, env: { CLUSTERPLATFORM_DISTRIBUTOR_HTTP_PORT: String(HTTP_BOOT_PORT) } });
-		const row = await eventually(async () => {
-			const page = await json(`/distributors?search=${SITE}&searchFields=artifactId`);
-			return page.rows.find((r: { online: boolean; nodeID: string }) => r.online && r.nodeID === distributorNode);
-		}, 60_000, "distributor registered").catch((err: Error) => {
-			throw new Error(`${err.message}\n${distributor.log()}`);
-		});
+		distributor = spawnDistributor(lan, { transporter: lab.bus.env.TRANSPORTER, site: SITE, publicUrl: lab.base, dataDir: path.join(dir, "distributor"), nodeId: `matrix-distributor-${process.pid}`, env: { CLUSTERPLATFORM_DISTRIBUTOR_HTTP_PORT: String(HTTP_BOOT_PORT) } });
+		const row = await lab.distributorOnline(SITE, distributorNode, distributor.log);
 		const configured = await api(`/distributors/${row.id}`, {
 			method: "PUT",
 			json: {
@@ -205,11 +170,8 @@ describeIf(skipReason, "the boot matrix on a site LAN: PXE and UEFI HTTP boot th
 	afterAll(async () => {
 		for (const guest of guests) await stopChild(guest.child, "SIGTERM", 2000);
 		await stopChild(distributor?.child);
-		await provisioner?.stop();
-		await stopChild(nats);
-		await stopChild(router);
-		lan?.destroy();
-		if (dir) fs.rmSync(dir, { recursive: true, force: true });
+		await lab?.stop();
+		if (romDir) fs.rmSync(romDir, { recursive: true, force: true });
 		console.log(`test/lan/matrix timings (ms): ${JSON.stringify(timings)}`);
 	}, 60_000);
 
@@ -293,7 +255,7 @@ describeIf(skipReason, "the boot matrix on a site LAN: PXE and UEFI HTTP boot th
 	}
 
 	/** The operator accepts the node's host key, then runs a script on it over SSH through the distributor. */
-	async function runScript(node: { id: number }, machine = "x86_64", release = tiny.release) {
+	async function runScript(node: { id: number }, machine = "x86_64", release = lab.tiny.release) {
 		const { presented } = await json(`/localnodes/${node.id}/hostkey`);
 		expect((await api(`/localnodes/${node.id}/hostkey`, { method: "PUT", json: { hostKey: presented } })).status).toBe(200);
 		const res = await api(`/localnodes/${node.id}/script`, { method: "PUT", json: { script: "uname -m; uname -r", privateKey: keys.privateKey } });

@@ -1,6 +1,6 @@
 import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOT_EVENTS, BOOT_EVENT_KINDS, DataTypes, Op, RateLimiter, entityMixin, invalid, siteOfNode, type BootEvent } from "@clusterplatform/core";
+import { BOOT_EVENTS, BOOT_EVENT_KINDS, DataTypes, Op, RateLimiter, defineService, entityMixin, invalid, siteOfNode, type BootEvent, type EntityMethods, type EntityRow, type EntityVars, type WhereOptions } from "@clusterplatform/core";
 import { hostsOf, type HostSummary } from "./timeline";
 
 export * from "./timeline";
@@ -29,6 +29,14 @@ function clean(event: Partial<BootEvent>): BootEvent | null {
 	};
 }
 
+/** A stored event: `at` is a date in the table, an ISO string in answers. */
+type BootEventColumns = Omit<BootEvent, "at"> & { at: Date | string };
+
+interface BootsMethods extends EntityMethods<BootEventColumns> {
+	newestEvents(where: WhereOptions): Promise<BootEvent[]>;
+	prune(): Promise<void>;
+}
+
 /**
  * /api/boots: the boot timeline. Distributors report what hosts asked their dnsmasq for (proxy
  * DHCP answers, TFTP transfers) and the gateway the machine-path requests (scripts, kickstarts,
@@ -36,7 +44,7 @@ function clean(event: Partial<BootEvent>): BootEvent | null {
  * GET /api/boots/hosts/:host one host's timeline, by IP or MAC. Read-only; the newest
  * 100,000 events are kept.
  */
-export const BootsService: ServiceSchema = {
+export const BootsService: ServiceSchema = defineService<BootsMethods, EntityVars<BootEventColumns> & { remoteBatches: RateLimiter }>({
 	name: "boots",
 	mixins: [
 		entityMixin({
@@ -71,14 +79,14 @@ export const BootsService: ServiceSchema = {
 		hosts: {
 			rest: "GET /hosts",
 			params: { $$strict: true },
-			async handler(this: any): Promise<HostSummary[]> {
+			async handler(): Promise<HostSummary[]> {
 				return hostsOf(await this.newestEvents({}));
 			},
 		},
 		host: {
 			rest: "GET /hosts/:host",
 			params: { host: { type: "string", max: 45 }, $$strict: true },
-			async handler(this: any, ctx: Context<{ host: string }>) {
+			async handler(ctx: Context<{ host: string }>) {
 				const host = ctx.params.host.toLowerCase();
 				if (!net.isIP(host) && !MAC.test(host)) invalid("host", "must be an IP address or a MAC address (aa:bb:cc:dd:ee:ff)");
 				// The host's own events, then everything under the addresses and MACs they link it to.
@@ -94,7 +102,7 @@ export const BootsService: ServiceSchema = {
 	},
 	events: {
 		[BOOT_EVENTS]: {
-			async handler(this: any, ctx: Context<{ events?: Partial<BootEvent>[] }>) {
+			async handler(ctx: Context<{ events?: Partial<BootEvent>[] }>) {
 				// Other processes send a batch a second of at most 250 (BootEventRecorder): more is a flood,
 				// dropped, so a bus credential cannot push the history out; a site's node writes only its own site.
 				const remote = Boolean(ctx.nodeID) && ctx.nodeID !== this.broker.nodeID;
@@ -108,20 +116,21 @@ export const BootsService: ServiceSchema = {
 			},
 		},
 	},
-	created(this: any) {
+	created() {
 		// Batches from every other process together: a few dozen gateways and distributors, a batch a second each.
 		this.remoteBatches = new RateLimiter(REMOTE_BATCHES_BURST, REMOTE_BATCHES_PER_SECOND);
 	},
 	methods: {
-		async newestEvents(this: any, where: object): Promise<BootEvent[]> {
-			const rows = await this.adapter.model.findAll({ where, order: [["id", "DESC"]], limit: EVENTS_SCANNED, attributes: ["at", "kind", "ip", "mac", "artifactId", "detail"], raw: true });
-			return rows.map((r: any) => ({ ...r, at: new Date(r.at).toISOString() }));
+		async newestEvents(where: WhereOptions): Promise<BootEvent[]> {
+			// raw: plain objects, not model instances (thousands of them per view).
+			const rows = (await this.adapter.model.findAll({ where, order: [["id", "DESC"]], limit: EVENTS_SCANNED, attributes: ["at", "kind", "ip", "mac", "artifactId", "detail"], raw: true })) as unknown as BootEventColumns[];
+			return rows.map((r) => ({ ...r, at: new Date(r.at).toISOString() }));
 		},
-		async prune(this: any) {
-			const newest: number | null = await this.adapter.model.max("id");
+		async prune() {
+			const newest = await this.adapter.model.max<number | null, EntityRow<BootEventColumns>>("id");
 			if (newest && newest > EVENTS_KEPT) await this.adapter.model.destroy({ where: { id: { [Op.lte]: newest - EVENTS_KEPT } } });
 		},
 	},
-};
+});
 
 export default BootsService;

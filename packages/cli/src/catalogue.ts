@@ -8,6 +8,7 @@ import { IpxesService, IpxesWorkerService } from "@clusterplatform/ipxe";
 import { IsosService, IsosWorkerService } from "@clusterplatform/iso";
 import { KickstartsService } from "@clusterplatform/kickstarts";
 import { EnrolmentsService, LocalnodesService, ScriptRunsService } from "@clusterplatform/localnodes";
+import { MachinesService, ProfilesService, SelectorsService } from "@clusterplatform/machines";
 import { MainscriptsService } from "@clusterplatform/mainscripts";
 import { MirrorsService, MirrorsWorkerService } from "@clusterplatform/mirrors";
 import { PostbootscriptsService } from "@clusterplatform/postbootscripts";
@@ -42,6 +43,9 @@ export const CATALOGUE: Record<string, ServiceEntry> = {
 	scriptruns: { schema: ScriptRunsService, default: true },
 	enrolments: { schema: EnrolmentsService, default: true },
 	boots: { schema: BootsService, default: true },
+	machines: { schema: MachinesService, default: true },
+	profiles: { schema: ProfilesService, default: true },
+	selectors: { schema: SelectorsService, default: true },
 	distributors: { schema: DistributorsService, default: true },
 	"distributor-worker": { schema: DistributorWorkerService, binaries: [["dnsmasq", "dnsmasq-base"]] },
 	dnses: { schema: DnsesService, default: true },

@@ -1,22 +1,24 @@
 import { createHash, randomUUID } from "node:crypto";
-import type { Context, ServiceBroker, ServiceSchema } from "moleculer";
+import type { Context, Service, ServiceBroker, ServiceSchema } from "moleculer";
 import type { ModelAttributes } from "sequelize";
 import { UnrecoverableError } from "bullmq";
 import type { Config } from "./config";
 import { configOf } from "./context";
 import { DataTypes, Op } from "./db";
-import { JOB_ROW_FIELDS, JOB_STATUSES, UNFINISHED, clampProgress, jobRowsMixin, type JobStatus } from "./job-rows";
+import { JOB_ROW_FIELDS, UNFINISHED, clampProgress, jobRowsMixin, type JobRowColumns, type JobRowsMethods } from "./job-rows";
 import { jobWorkerMixin } from "./job-worker";
-import { queueProducerMixin } from "./queue";
-import { entityMixin } from "./registry";
+import { queueProducerMixin, type QueueProducerMethods, type QueueProducerVars } from "./queue";
+import { entityMixin, type EntityMethods, type EntityRow, type EntityVars } from "./registry";
 import { ID_PARAM, respondCreated } from "./rest";
+import { defineMixin } from "./service-schema";
 import { storeFor, type ObjectStore } from "./store";
 
 /**
  * What a builder is: the entity (inputs → one artifact file) that the manager serves over REST and
- * the worker builds. One spec is shared by both halves so they cannot disagree.
+ * the worker builds. One spec is shared by both halves so they cannot disagree. `Inputs` are the
+ * columns a client sends (checked by `params` before any of the spec's functions sees them).
  */
-export interface BuilderSpec {
+export interface BuilderSpec<Inputs extends object = Record<string, unknown>> {
 	/** Plural entity name: "grubs" → REST /api/grubs, table, BullMQ queue name, store prefix. */
 	name: string;
 	/** The input columns (sequelize DataTypes). */
@@ -24,16 +26,16 @@ export interface BuilderSpec {
 	/** fastest-validator rules for POST (allow-lists: type "enum"); unknown fields are refused. */
 	params: Record<string, unknown>;
 	/** File name of the artifact, e.g. "ipxe.efi", "grub.img", "dist.iso". */
-	artifactName(inputs: Record<string, any>): string;
+	artifactName(inputs: Inputs): string;
 	/** Extra cross-field checks at POST time; throw invalid(field, msg) for a 422. `ctx` may call other services. */
-	validate?(inputs: Record<string, any>, ctx?: Context): void | Promise<void>;
+	validate?(inputs: Inputs, ctx?: Context): void | Promise<void>;
 	/** Extra columns the worker's result fills in (e.g. ipxe's `embedded`). */
 	resultFields?: ModelAttributes;
 	/**
 	 * Whether identical inputs may reuse an earlier artifact (default true). Say false when the
 	 * inputs do not determine the output, e.g. they point at URLs whose content can change.
 	 */
-	cacheable?(inputs: Record<string, any>, config: Config): boolean;
+	cacheable?(inputs: Inputs, config: Config): boolean;
 	/**
 	 * Bump when the same inputs would now build a different artifact; part of the cache key. A
 	 * function when the workers' configuration decides what gets built (e.g. iPXE from source or not).
@@ -41,17 +43,17 @@ export interface BuilderSpec {
 	version?: string | ((config: Config) => string);
 }
 
-export interface BuildContext {
+export interface BuildContext<Inputs extends object = Record<string, unknown>> {
 	/** The row id. */
 	id: number;
-	inputs: Record<string, any>;
+	inputs: Inputs;
 	/** Private temp dir for this job attempt, removed afterwards. */
 	workDir: string;
 	/** Report progress, 0..100; it reaches the row. */
 	progress(percent: number): Promise<void>;
 	/** Aborted when the build runs over its time limit; pass it to exec/run. */
 	signal: AbortSignal;
-	logger: any;
+	logger: Service["logger"];
 	store: ObjectStore;
 	config: Config;
 	/** For calls to other services (e.g. a manager's `artifact` action); never the database. */
@@ -65,8 +67,8 @@ export interface BuildResult {
 	fields?: Record<string, unknown>;
 }
 
-export interface WorkerSpec extends BuilderSpec {
-	build(ctx: BuildContext): Promise<BuildResult>;
+export interface WorkerSpec<Inputs extends object = Record<string, unknown>> extends BuilderSpec<Inputs> {
+	build(ctx: BuildContext<Inputs>): Promise<BuildResult>;
 	/** Jobs this worker process runs at once (default 1: toolchains are CPU-bound). */
 	concurrency?: number;
 	/** Time limit of one attempt in ms (default 10 min). */
@@ -75,18 +77,15 @@ export interface WorkerSpec extends BuilderSpec {
 	lockDuration?: number;
 }
 
-export const BUILD_STATUSES = JOB_STATUSES;
-export type BuildStatus = JobStatus;
-
 /** What a job hands back to the manager (the worker never writes rows itself). */
 interface JobOutcome {
 	key: string;
 	fields: Record<string, unknown>;
 }
 
-interface JobData {
+interface JobData<Inputs> {
 	id: number;
-	inputs: Record<string, unknown>;
+	inputs: Inputs;
 }
 
 /** Internal columns: how a row finds its job and its (possibly shared) artifact. */
@@ -114,15 +113,24 @@ function requireConfig(config: Config | undefined, builder: string): Config {
 }
 
 /** Content address of a build: normalized inputs + builder name and version. */
-export function inputsHash(spec: Pick<BuilderSpec, "name" | "version">, inputs: Record<string, unknown>, config?: Config): string {
+export function inputsHash(spec: Pick<BuilderSpec, "name" | "version">, inputs: object, config?: Config): string {
 	const version = typeof spec.version === "function" ? spec.version(requireConfig(config, spec.name)) : spec.version;
 	return createHash("sha256")
 		.update(sortedJson({ builder: spec.name, version: version ?? "1", inputs }))
 		.digest("hex");
 }
 
-function artifactKeyOf(spec: BuilderSpec, id: number, inputs: Record<string, unknown>): string {
+function artifactKeyOf<Inputs extends object>(spec: BuilderSpec<Inputs>, id: number, inputs: Inputs): string {
 	return `${spec.name}/${id}/${spec.artifactName(inputs)}`;
+}
+
+/** A build row: its job's columns, where its artifact is, and the spec's inputs and result columns. */
+type BuildRowColumns = JobRowColumns & { url: string | null; artifactKey: string | null; inputsHash: string | null } & Record<string, unknown>;
+
+interface BuilderManagerMethods {
+	reuseArtifact(inputs: object, hash: string): Promise<EntityRow<BuildRowColumns> | null>;
+	enqueueBuild(inputs: object, hash: string): Promise<EntityRow<BuildRowColumns>>;
+	releaseArtifact(key: string | null): Promise<void>;
 }
 
 /**
@@ -130,7 +138,7 @@ function artifactKeyOf(spec: BuilderSpec, id: number, inputs: Record<string, unk
  * are what it was built from) and the queue producer. Owns the rows, kept in line with their jobs
  * by jobRowsMixin (reconciled when the manager starts and every `settings.reconcileInterval` ms).
  */
-export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
+export function builderManagerMixin<Inputs extends object>(spec: BuilderSpec<Inputs>): Partial<ServiceSchema> {
 	const resultColumns = Object.keys(spec.resultFields ?? {});
 	const fields: ModelAttributes = {
 		...JOB_ROW_FIELDS,
@@ -140,7 +148,7 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 		artifactKey: { type: DataTypes.STRING(1024), allowNull: true },
 		inputsHash: { type: DataTypes.STRING(64), allowNull: true },
 	};
-	return {
+	return defineMixin<BuilderManagerMethods & EntityMethods<BuildRowColumns> & JobRowsMethods & QueueProducerMethods, EntityVars<BuildRowColumns> & QueueProducerVars>({
 		mixins: [
 			entityMixin({
 				name: spec.name,
@@ -155,8 +163,9 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 		],
 		actions: {
 			create: {
-				async handler(this: any, ctx: Context<Record<string, unknown>>) {
-					const inputs: Record<string, unknown> = this.pickFields(ctx.params);
+				async handler(ctx: Context<Record<string, unknown>>) {
+					// The action's params are the spec's rules ($$strict): what passed them is the spec's Inputs.
+					const inputs = this.pickFields(ctx.params) as Inputs;
 					await spec.validate?.(inputs, ctx);
 					const hash = inputsHash(spec, inputs, configOf(this.broker));
 					const reused = spec.cacheable?.(inputs, configOf(this.broker)) === false ? null : await this.reuseArtifact(inputs, hash);
@@ -168,7 +177,7 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 			},
 			update: false,
 			remove: {
-				async handler(this: any, ctx: Context<{ id: number }>) {
+				async handler(ctx: Context<{ id: number }>) {
 					const row = await this.findOrFail(ctx.params.id);
 					const json = await this.transformDocuments(ctx, {}, row);
 					const { jobId, artifactKey, status } = row.get();
@@ -187,7 +196,7 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 			artifact: {
 				visibility: "public",
 				params: { id: ID_PARAM },
-				async handler(this: any, ctx: Context<{ id: number }>) {
+				async handler(ctx: Context<{ id: number }>) {
 					const row = (await this.findOrFail(ctx.params.id)).get();
 					return { id: row.id, status: row.status, error: row.error, key: row.artifactKey, url: row.url };
 				},
@@ -195,24 +204,24 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 		},
 		methods: {
 			/** A done row with the same inputs whose artifact still exists → a new row sharing it. */
-			async reuseArtifact(this: any, inputs: Record<string, unknown>, hash: string) {
+			async reuseArtifact(inputs: object, hash: string) {
 				const earlier = await this.adapter.model.findOne({
 					where: { inputsHash: hash, status: "done", artifactKey: { [Op.ne]: null } },
 					order: [["id", "DESC"]],
 				});
 				if (!earlier) return null;
 				const previous = earlier.get();
-				if (!(await storeFor(configOf(this.broker)).stat(previous.artifactKey))) return null;
+				if (!previous.artifactKey || !(await storeFor(configOf(this.broker)).stat(previous.artifactKey))) return null;
 				const results = Object.fromEntries(resultColumns.map((c) => [c, previous[c]]));
 				return this.adapter.insert({ ...inputs, ...results, status: "done", progress: 100, error: null, url: previous.url, artifactKey: previous.artifactKey, inputsHash: hash });
 			},
 			/** A queued row and its job; if the queue cannot take the job, the row is taken back (503). */
-			async enqueueBuild(this: any, inputs: Record<string, unknown>, hash: string) {
+			async enqueueBuild(inputs: object, hash: string) {
 				const jobId = randomUUID();
 				const results = Object.fromEntries(resultColumns.map((c) => [c, null]));
 				const row = await this.adapter.insert({ ...inputs, ...results, status: "queued", progress: 0, error: null, url: null, inputsHash: hash, jobId });
 				try {
-					await this.enqueueJob({ id: row.id, inputs } satisfies JobData, jobId);
+					await this.enqueueJob({ id: row.id, inputs } satisfies JobData<object>, jobId);
 				} catch (err) {
 					await this.adapter.removeById(row.id);
 					throw err;
@@ -220,12 +229,12 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				return row;
 			},
 			/** Remove an artifact once no row points at it any more (rows may share one by content). */
-			async releaseArtifact(this: any, key: string | null) {
+			async releaseArtifact(key: string | null) {
 				if (!key) return;
 				const users = await this.adapter.model.count({ where: { artifactKey: key } });
 				if (users === 0) await storeFor(configOf(this.broker)).remove(key);
 			},
-			async applyCompleted(this: any, jobId: string, value: JobOutcome) {
+			async applyCompleted(jobId: string, value: JobOutcome) {
 				const results = Object.fromEntries(resultColumns.filter((c) => value.fields?.[c] !== undefined).map((c) => [c, value.fields[c]]));
 				const url = storeFor(configOf(this.broker)).url(value.key);
 				const count = await this.updateUnfinished(jobId, { ...results, status: "done", progress: 100, error: null, url, artifactKey: value.key });
@@ -233,21 +242,21 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
 				if (count === 0 && !(await this.adapter.model.count({ where: { jobId } }))) await this.releaseArtifact(value.key);
 			},
 			/** Its job vanished from the queue (Redis lost, or never added): build it again under a new job. */
-			async requeueRow(this: any, row: Record<string, any>) {
+			async requeueRow(row: BuildRowColumns & { id: number }) {
 				const jobId = randomUUID();
 				const inputs = Object.fromEntries(Object.keys(spec.params).filter((k) => row[k] !== null && row[k] !== undefined).map((k) => [k, row[k]]));
 				await this.adapter.model.update({ jobId, status: "queued", progress: 0 }, { where: { id: row.id } });
-				await this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData, { jobId });
+				await this.enqueue(spec.name, { id: row.id, inputs } satisfies JobData<object>, { jobId });
 			},
 		},
-		async started(this: any) {
+		async started() {
 			await this.reconcile();
 			this.startReconciling();
 		},
-		async stopped(this: any) {
+		async stopped() {
 			await this.stopReconciling();
 		},
-	};
+	});
 }
 
 /**
@@ -255,15 +264,15 @@ export function builderManagerMixin(spec: BuilderSpec): Partial<ServiceSchema> {
  * `<name>/<id>/<artifactName>` and returns where it went; the manager writes the row. A client
  * error (4xx) thrown by a build fails the job at once, anything else is retried by BullMQ.
  */
-export function builderWorkerMixin(spec: WorkerSpec): Partial<ServiceSchema> {
-	return jobWorkerMixin<JobData, JobOutcome>({
+export function builderWorkerMixin<Inputs extends object>(spec: WorkerSpec<Inputs>): Partial<ServiceSchema> {
+	return jobWorkerMixin<JobData<Inputs>, JobOutcome>({
 		queue: spec.name,
 		concurrency: spec.concurrency ?? 1,
 		lockDuration: spec.lockDuration ?? 10_000,
 		timeoutMs: spec.timeout ?? 10 * 60 * 1000,
 		what: "build",
 		idOf: (job) => job.data?.id,
-		async run(this: any, { job, id, workDir, signal, config, logger }) {
+		async run({ job, id, workDir, signal, config, logger, broker }) {
 			const { inputs } = job.data;
 			const store = storeFor(config);
 			const result = await spec.build({
@@ -275,7 +284,7 @@ export function builderWorkerMixin(spec: WorkerSpec): Partial<ServiceSchema> {
 				logger,
 				store,
 				config,
-				broker: this.broker,
+				broker,
 			});
 			const key = artifactKeyOf(spec, id, inputs);
 			await store.putFile(key, result.file);

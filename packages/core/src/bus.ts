@@ -161,6 +161,13 @@ function ignoreForgedSelf(broker: ServiceBroker): void {
 	};
 }
 
+/** What the guard reads of a call's context. */
+interface GuardedContext {
+	nodeID?: string | null;
+	broker?: { nodeID: string };
+	action?: { name?: string };
+}
+
 /**
  * Defence in depth behind NATS permissions (and the whole story on a bus without them): a request
  * from a site node reaches no action of this process. Sites answer calls and emit events; they
@@ -168,10 +175,10 @@ function ignoreForgedSelf(broker: ServiceBroker): void {
  */
 export const siteCallGuard: Middleware = {
 	name: "SiteCallGuard",
-	localAction(this: ServiceBroker, next: (ctx: any) => unknown) {
-		return function guarded(this: unknown, ctx: { nodeID?: string | null; action?: { name?: string } }) {
+	localAction(this: ServiceBroker, next: (ctx: GuardedContext) => unknown) {
+		return function guarded(this: unknown, ctx: GuardedContext) {
 			const caller = ctx.nodeID;
-			if (caller && caller !== (ctx as any).broker?.nodeID && siteOfNode(caller) !== null) {
+			if (caller && caller !== ctx.broker?.nodeID && siteOfNode(caller) !== null) {
 				throw new Errors.MoleculerClientError(`site node ${caller} may not call ${ctx.action?.name ?? "actions"}: sites answer the cluster, they do not call it`, 403, "SITE_MAY_NOT_CALL", { nodeID: caller });
 			}
 			return next(ctx);

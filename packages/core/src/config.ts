@@ -51,6 +51,11 @@ export interface HttpLimits {
 	headersTimeoutMs: number;
 	/** Open connections per listener; more are closed at once (MAX_CONNECTIONS, default 4096). */
 	maxConnections: number;
+	/**
+	 * How long responses still running when the gateway stops (a download whose client stopped
+	 * reading) may take before their connections are cut (SHUTDOWN_GRACE seconds, default 10).
+	 */
+	shutdownGraceMs: number;
 }
 
 /** The NATS bus's credential and TLS (see bus.ts for who may do what on it). */
@@ -126,6 +131,15 @@ export interface Config {
 	 */
 	registrationLimit: { burst: number; perSecond: number };
 	/**
+	 * Machines (packages/machines): what a machine without a profile boots (MACHINES_UNKNOWN_BOOT:
+	 * "local" returns to the firmware's next boot device, normally the disk; "menu"; "none"), and
+	 * whether nodes may register without a machine's token (ANONYMOUS_REGISTRATION, default true).
+	 * Provisioning: how long a power-cycled machine has to boot and register before it is `failed`
+	 * (MACHINES_PROVISION_TIMEOUT seconds, default 1800), and how many machines a bulk provision
+	 * drives through their BMCs at once (MACHINES_PROVISION_CONCURRENCY, default 8).
+	 */
+	machines: { unknownBoot: "local" | "menu" | "none"; anonymousRegistration: boolean; provisionTimeoutMs: number; provisionConcurrency: number };
+	/**
 	 * Hosts or addresses mirror sources may use although they are loopback, private or link-local
 	 * (MIRROR_ALLOWED_HOSTS, comma list, e.g. a LAN mirror); none by default.
 	 */
@@ -154,7 +168,7 @@ export const DEFAULT_HTTP_BOOT_PORT = 8067;
  */
 export const CONFIG_VARIABLES = [
 	"PORT", "HOST", "PUBLIC_URL", "DATA_DIR", "LOG_LEVEL", "NODE_ID", "REUSE_PORT", "BODY_LIMIT",
-	"REQUEST_TIMEOUT", "HEADERS_TIMEOUT", "MAX_CONNECTIONS", "MACHINE_PORT", "MACHINE_HOST",
+	"REQUEST_TIMEOUT", "HEADERS_TIMEOUT", "MAX_CONNECTIONS", "SHUTDOWN_GRACE", "MACHINE_PORT", "MACHINE_HOST",
 	"AUTH", "API_TOKENS", "SECRETS_KEY", "SECRETS_KEY_FILE",
 	"TRANSPORTER", "NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY",
 	"DATABASE_URL", "REDIS_URL",
@@ -163,6 +177,7 @@ export const CONFIG_VARIABLES = [
 	"TUNNEL_SSH_PORT", "TUNNEL_SSH_HOST", "TUNNEL_PUBLIC_HOST", "TUNNEL_PORT_RANGE", "TUNNEL_SERVER", "TUNNEL_HOST_KEY",
 	"TUNNEL_AUTH_TIMEOUT", "TUNNEL_MAX_CONNECTIONS", "TUNNEL_MAX_UNAUTHENTICATED",
 	"ALLOW_LOOPBACK_NODES", "REGISTRATION_BURST", "REGISTRATION_RATE",
+	"MACHINES_UNKNOWN_BOOT", "ANONYMOUS_REGISTRATION", "MACHINES_PROVISION_TIMEOUT", "MACHINES_PROVISION_CONCURRENCY",
 	"MIRROR_ALLOWED_HOSTS", "MIRROR_MAX_FILE_SIZE", "BOOT_FILE_ALLOWED_HOSTS",
 	"IPXE_SOURCE_DIR", "IPXE_TREES_DIR", "IPXE_PREPARE_PLATFORMS", "IPXE_MAKE_JOBS",
 ] as const;
@@ -295,7 +310,12 @@ function httpLimits(env: Env): HttpLimits {
 	const requestTimeout = integer(env, "REQUEST_TIMEOUT", 30, 1, 3600);
 	const headersTimeout = integer(env, "HEADERS_TIMEOUT", Math.min(10, requestTimeout), 1, 3600);
 	if (headersTimeout > requestTimeout) throw new ConfigError(`HEADERS_TIMEOUT (${headersTimeout}) must not exceed REQUEST_TIMEOUT (${requestTimeout})`);
-	return { requestTimeoutMs: requestTimeout * 1000, headersTimeoutMs: headersTimeout * 1000, maxConnections: integer(env, "MAX_CONNECTIONS", 4096, 1, 1_000_000) };
+	return {
+		requestTimeoutMs: requestTimeout * 1000,
+		headersTimeoutMs: headersTimeout * 1000,
+		maxConnections: integer(env, "MAX_CONNECTIONS", 4096, 1, 1_000_000),
+		shutdownGraceMs: integer(env, "SHUTDOWN_GRACE", 10, 0, 3600) * 1000,
+	};
 }
 
 function machineListener(env: Env, host: string): Config["machineListener"] {
@@ -330,6 +350,19 @@ function netnsName(env: Env, name: string): string | null {
 /** A comma list of host names or addresses, lower case, IPv6 without brackets. */
 function hostList(raw: string | null): string[] {
 	return (raw ?? "").split(",").map((h) => h.trim().toLowerCase().replace(/^\[|\]$/g, "")).filter(Boolean);
+}
+
+function machinesConfig(env: Env): Config["machines"] {
+	const unknownBoot = optional(env, "MACHINES_UNKNOWN_BOOT") ?? "local";
+	if (unknownBoot !== "local" && unknownBoot !== "menu" && unknownBoot !== "none") throw new ConfigError(`MACHINES_UNKNOWN_BOOT must be local, menu or none, got "${unknownBoot}"`);
+	const anonymous = optional(env, "ANONYMOUS_REGISTRATION") ?? "true";
+	if (anonymous !== "true" && anonymous !== "false") throw new ConfigError(`ANONYMOUS_REGISTRATION must be true or false, got "${anonymous}"`);
+	return {
+		unknownBoot,
+		anonymousRegistration: anonymous === "true",
+		provisionTimeoutMs: integer(env, "MACHINES_PROVISION_TIMEOUT", 1800, 1, 7 * 24 * 3600) * 1000,
+		provisionConcurrency: integer(env, "MACHINES_PROVISION_CONCURRENCY", 8, 1, 256),
+	};
 }
 
 /** Typed configuration from environment variables; throws ConfigError naming the bad variable. */
@@ -367,6 +400,7 @@ export function loadConfig(given: Env = process.env): Config {
 		tunnels: tunnelConfig(env),
 		allowLoopbackNodes: env.ALLOW_LOOPBACK_NODES === "true",
 		registrationLimit: { burst: integer(env, "REGISTRATION_BURST", 120, 1, 1_000_000), perSecond: integer(env, "REGISTRATION_RATE", 2, 1, 100_000) },
+		machines: machinesConfig(env),
 		mirrorAllowedHosts: hostList(optional(env, "MIRROR_ALLOWED_HOSTS")),
 		mirrorMaxFileBytes: integer(env, "MIRROR_MAX_FILE_SIZE", 4 * 1024 ** 3, 1, 2 ** 50),
 		bootFileAllowedHosts: hostList(optional(env, "BOOT_FILE_ALLOWED_HOSTS")),

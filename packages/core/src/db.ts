@@ -2,10 +2,11 @@ import fs from "node:fs";
 import path from "node:path";
 import type { ServiceBroker, ServiceSchema } from "moleculer";
 import DbService from "moleculer-db";
-import SequelizeAdapter from "moleculer-db-adapter-sequelize";
-import { Sequelize, type Model, type ModelAttributes, type ModelOptions, type ModelStatic } from "sequelize";
+import SequelizeAdapter, { type FilterOptions } from "moleculer-db-adapter-sequelize";
+import { Op, Sequelize, type Model, type ModelAttributes, type ModelOptions, type ModelStatic, type WhereOptions } from "sequelize";
 import { configOf } from "./context";
 import { ConfigError } from "./errors";
+import { indexesToMake, substringSearch, substringSearchColumns, syncSubstringIndex } from "./text-search";
 
 export { DataTypes, Op } from "sequelize";
 
@@ -43,15 +44,39 @@ function databaseKey(broker: ServiceBroker): { key: string; create: () => Sequel
 		create: () => {
 			fs.mkdirSync(config.dataDir, { recursive: true });
 			const sequelize = new Sequelize({ dialect: "sqlite", storage, logging, retry: { max: 10 } });
-			// WAL lets readers go on while a writer commits; busy_timeout waits instead of failing.
-			sequelize.addHook("afterConnect", async (connection: unknown) => {
-				const db = connection as { run: (sql: string, cb: (err: Error | null) => void) => void };
-				for (const pragma of ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"]) {
-					await new Promise<void>((resolve, reject) => db.run(pragma, (err) => (err ? reject(err) : resolve())));
-				}
-			});
+			prepareSqliteConnections(sequelize);
 			return sequelize;
 		},
+	};
+}
+
+/** What every SQLite connection runs first: WAL lets readers go on while a writer commits; busy_timeout waits instead of failing. */
+const SQLITE_PRAGMAS = ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000", "PRAGMA foreign_keys=ON"];
+
+interface SqliteConnection {
+	run(sql: string, callback: (err: Error | null) => void): void;
+}
+
+/**
+ * Sequelize's SQLite dialect opens its connections (one shared, one per transaction) without its
+ * connect hooks, so the pragmas are run where it hands a connection out, once per connection;
+ * callers asking while they run wait for them.
+ */
+function prepareSqliteConnections(sequelize: Sequelize): void {
+	const manager = sequelize.connectionManager as unknown as { getConnection(options?: object): Promise<SqliteConnection> };
+	const open = manager.getConnection.bind(manager);
+	const prepared = new WeakMap<SqliteConnection, Promise<void>>();
+	manager.getConnection = async (options?: object) => {
+		const connection = await open(options);
+		let pragmas = prepared.get(connection);
+		if (!pragmas) {
+			pragmas = (async () => {
+				for (const pragma of SQLITE_PRAGMAS) await new Promise<void>((resolve, reject) => connection.run(pragma, (err) => (err ? reject(err) : resolve())));
+			})();
+			prepared.set(connection, pragmas);
+		}
+		await pragmas;
+		return connection;
 	};
 }
 
@@ -96,47 +121,22 @@ async function addMissingColumns(model: ModelStatic<Model>): Promise<void> {
 	}
 }
 
-/** Whether pg_trgm is there (or was made) in a PostgreSQL database, asked once per process and database. */
-const trigramReady = new WeakMap<Sequelize, Promise<boolean>>();
-
 /**
- * Indexes a model declares `using: "gin"` with `operator: "gin_trgm_ops"` serve the lists' substring
- * search (LIKE '%…%') on PostgreSQL; they need the pg_trgm extension (contrib, trusted since
- * PostgreSQL 13: the database's owner may create it). Where it cannot be had they are left out with
- * a warning (a search then scans the table). SQLite has no such index: they are PostgreSQL's only.
+ * What a model declares, kept apart from `model.options`, which holds what this start makes of it
+ * (a model definition may start again in one process, on another database).
  */
-const declaredIndexes = new WeakMap<ModelDefinition, NonNullable<ModelOptions["indexes"]>>();
-async function trigramIndexes(sequelize: Sequelize, model: ModelDefinition, logger: { warn(message: string): void }): Promise<void> {
-	// What the model declares, whatever an earlier start in this process left out.
-	const indexes = declaredIndexes.get(model) ?? model.options?.indexes ?? [];
-	if (!indexes.some((index) => index.operator === "gin_trgm_ops")) return;
-	declaredIndexes.set(model, indexes);
-	model.options = { ...model.options, indexes };
-	const without = () => {
-		model.options = { ...model.options, indexes: indexes.filter((index) => index.operator !== "gin_trgm_ops") };
-	};
-	if (sequelize.getDialect() !== "postgres") return without();
-	let ready = trigramReady.get(sequelize);
-	if (!ready) {
-		ready = sequelize.query("CREATE EXTENSION IF NOT EXISTS pg_trgm").then(
-			() => true,
-			// Two processes creating it at once: one wins, and it is there.
-			() => sequelize.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'").then(([rows]) => rows.length > 0, () => false),
-		);
-		trigramReady.set(sequelize, ready);
-	}
-	if (await ready) return;
-	// Asked again next time (the database may have been unreachable); this start goes without them.
-	trigramReady.delete(sequelize);
-	logger.warn(`table ${model.name}: no pg_trgm extension in this database (CREATE EXTENSION pg_trgm needs contrib and the database owner): its searches scan the table`);
-	without();
-}
+const declaredIndexes = new WeakMap<ModelDefinition, IndexDeclaration[]>();
+
+type IndexDeclaration = NonNullable<ModelOptions["indexes"]>[number];
 
 class SharedSequelizeAdapter extends SequelizeAdapter {
 	declare db: Sequelize;
 	declare opts: unknown[];
 	declare model: ModelStatic<Model>;
+	declare service: { schema: { model: ModelDefinition } };
 	private broker!: ServiceBroker;
+	/** Columns the model declares a substring-search index on (text-search.ts). */
+	private searchIndexed: string[] = [];
 
 	override init(broker: ServiceBroker, service: Parameters<SequelizeAdapter["init"]>[1]): void {
 		super.init(broker, service);
@@ -146,13 +146,36 @@ class SharedSequelizeAdapter extends SequelizeAdapter {
 	override async connect(): Promise<void> {
 		const sequelize = acquire(this.broker);
 		this.opts = [sequelize, { noSync: false }];
-		await trigramIndexes(sequelize, (this as unknown as { service: { schema: { model: ModelDefinition } } }).service.schema.model, this.broker.logger);
+		const definition = this.service.schema.model;
+		const declared = declaredIndexes.get(definition) ?? [...(definition.options?.indexes ?? [])];
+		declaredIndexes.set(definition, declared);
+		this.searchIndexed = substringSearchColumns(declared);
+		definition.options = { ...definition.options, indexes: await indexesToMake(sequelize, definition.name, declared, this.broker.logger) };
 		await super.connect();
 		await addMissingColumns(this.model);
+		await syncSubstringIndex(this.model, this.searchIndexed);
 	}
 
 	override disconnect(): Promise<void> {
 		return this.db ? release(this.db) : Promise.resolve();
+	}
+
+	// moleculer-db's list calls both, for the page and its total: each searches through the index.
+	override async find(filters: FilterOptions): Promise<object[]> {
+		return super.find(await this.withIndexedSearch(filters));
+	}
+
+	override async count(filters: FilterOptions = {}): Promise<number> {
+		return super.count(await this.withIndexedSearch(filters));
+	}
+
+	/** The adapter's own LIKE search (search + searchFields) as a query that uses the declared indexes. */
+	private async withIndexedSearch(filters: FilterOptions): Promise<FilterOptions> {
+		const { search, searchFields, ...rest } = filters;
+		const fields = typeof searchFields === "string" ? searchFields.split(" ") : (searchFields ?? []);
+		if (typeof search !== "string" || search === "" || fields.length === 0) return filters;
+		const matching: WhereOptions = await substringSearch(this.model, search, fields, this.searchIndexed);
+		return { ...rest, query: rest.query ? { [Op.and]: [rest.query, matching] } : matching };
 	}
 }
 

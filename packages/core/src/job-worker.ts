@@ -1,13 +1,13 @@
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Errors, type ServiceSchema } from "moleculer";
-import type { Service } from "moleculer";
+import { Errors, type Service, type ServiceBroker, type ServiceSchema } from "moleculer";
 import { UnrecoverableError, type Job } from "bullmq";
 import type { Config } from "./config";
 import { configOf } from "./context";
 import { queueWorkerMixin } from "./queue";
 import { processAlive } from "./redis";
+import { defineMixin } from "./service-schema";
 
 /**
  * The worker half of every job queue (builders, mirrors): each job runs in a private work dir that
@@ -24,6 +24,8 @@ export interface JobRun<Data> {
 	signal: AbortSignal;
 	config: Config;
 	logger: Service["logger"];
+	/** For calls to other services; never the database. */
+	broker: ServiceBroker;
 }
 
 export interface JobWorkerOptions<Data, Result> {
@@ -39,18 +41,18 @@ export interface JobWorkerOptions<Data, Result> {
 	what: string;
 	/** The row id a job is for; it may throw its own permanent failure, and anything but a positive integer fails the job. */
 	idOf(job: Job<Data>): unknown;
-	run(this: any, run: JobRun<Data>): Promise<Result>;
+	run(run: JobRun<Data>): Promise<Result>;
 }
 
 export function jobWorkerMixin<Data, Result>(options: JobWorkerOptions<Data, Result>): Partial<ServiceSchema> {
-	return {
+	return defineMixin<{ processJob(job: Job<Data>): Promise<Result> }>({
 		mixins: [queueWorkerMixin(options.queue, { concurrency: options.concurrency, lockDuration: options.lockDuration })],
-		async started(this: any) {
+		async started() {
 			const removed = await sweepStaleWorkDirs(options.queue);
 			if (removed) this.logger.info(`${options.queue}: removed ${removed} work dir(s) of killed workers`);
 		},
 		methods: {
-			async processJob(this: any, job: Job<Data>): Promise<Result> {
+			async processJob(job: Job<Data>): Promise<Result> {
 				const id = options.idOf(job);
 				// Jobs come from a queue other code can write to: the id goes into a path only once checked.
 				if (typeof id !== "number" || !Number.isSafeInteger(id) || id < 1) {
@@ -60,7 +62,7 @@ export function jobWorkerMixin<Data, Result>(options: JobWorkerOptions<Data, Res
 				const controller = new AbortController();
 				const timer = setTimeout(() => controller.abort(new Error(`${options.what} timed out after ${options.timeoutMs} ms`)), options.timeoutMs);
 				try {
-					return await options.run.call(this, { job, id, workDir, signal: controller.signal, config: configOf(this.broker), logger: this.logger });
+					return await options.run({ job, id, workDir, signal: controller.signal, config: configOf(this.broker), logger: this.logger, broker: this.broker });
 				} catch (err) {
 					if (err instanceof Errors.MoleculerClientError) throw new UnrecoverableError(err.message);
 					if (controller.signal.aborted) throw new Error(String((controller.signal.reason as Error)?.message ?? `${options.what} aborted`));
@@ -71,7 +73,7 @@ export function jobWorkerMixin<Data, Result>(options: JobWorkerOptions<Data, Res
 				}
 			},
 		},
-	};
+	});
 }
 
 /**

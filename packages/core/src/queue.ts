@@ -3,6 +3,7 @@ import type { ServiceSchema } from "moleculer";
 import { Queue, QueueEvents, Worker, type ConnectionOptions, type Job, type JobsOptions } from "bullmq";
 import type { Config } from "./config";
 import { configOf } from "./context";
+import { defineMixin } from "./service-schema";
 
 export type { Job } from "bullmq";
 
@@ -38,50 +39,63 @@ export const DEFAULT_JOB_OPTIONS: JobsOptions = {
 	removeOnFail: { age: 7 * 24 * 3600 },
 };
 
+/** What queueProducerMixin keeps on its service. */
+export interface QueueProducerVars {
+	queue: Queue;
+	queueEvents: QueueEvents;
+}
+
+export interface QueueProducerMethods {
+	enqueue(name: string, data: unknown, opts?: JobsOptions): Promise<Job>;
+}
+
+/** Job events a producer's service may follow: each gets the job id and the event's value. */
+export interface JobEventHandlers {
+	onJobActive?(jobId: string): unknown;
+	onJobProgress?(jobId: string, progress: unknown): unknown;
+	onJobCompleted?(jobId: string, returnvalue: unknown): unknown;
+	onJobFailed?(jobId: string, failedReason: string): unknown;
+}
+
 /**
  * Producer side: `this.queue` to add jobs and `this.queueEvents` to follow them. The service may
  * define methods onJobActive/onJobProgress/onJobCompleted/onJobFailed(jobId, value).
  */
 export function queueProducerMixin(queueName: string): Partial<ServiceSchema> {
-	return {
+	return defineMixin<QueueProducerMethods & JobEventHandlers, QueueProducerVars>({
 		actions: {
 			/** Jobs by state (waiting = queue depth), for the gateway's metrics; not a REST route. */
 			queueCounts: {
 				visibility: "public",
-				handler(this: any): Promise<Record<string, number>> {
+				handler(): Promise<Record<string, number>> {
 					return this.queue.getJobCounts("waiting", "active", "delayed", "completed", "failed");
 				},
 			},
 		},
 		methods: {
-			async enqueue(this: any, name: string, data: unknown, opts: JobsOptions = {}): Promise<Job> {
+			async enqueue(name: string, data: unknown, opts: JobsOptions = {}): Promise<Job> {
 				return this.queue.add(name, data, { ...DEFAULT_JOB_OPTIONS, ...opts });
 			},
 		},
-		async started(this: any) {
+		async started() {
 			const connection = redisConnection(configOf(this.broker));
 			this.queue = new Queue(queueName, { connection });
 			this.queueEvents = new QueueEvents(queueName, { connection });
-			const forward = (event: string, method: string, pick: (args: any) => unknown) => {
-				if (typeof this[method] !== "function") return;
-				this.queueEvents.on(event, (args: any) => {
-					Promise.resolve(this[method](args.jobId, pick(args))).catch((err: Error) =>
-						this.logger.error(`${queueName}: ${event} handler failed for job ${args.jobId}:`, err.message),
-					);
-				});
+			const follow = (event: string, jobId: string, apply: () => unknown) => {
+				Promise.resolve(apply()).catch((err: Error) => this.logger.error(`${queueName}: ${event} handler failed for job ${jobId}:`, err.message));
 			};
-			forward("active", "onJobActive", () => undefined);
-			forward("progress", "onJobProgress", (args) => args.data);
-			forward("completed", "onJobCompleted", (args) => args.returnvalue);
-			forward("failed", "onJobFailed", (args) => args.failedReason);
+			if (this.onJobActive) this.queueEvents.on("active", ({ jobId }) => follow("active", jobId, () => this.onJobActive?.(jobId)));
+			if (this.onJobProgress) this.queueEvents.on("progress", ({ jobId, data }) => follow("progress", jobId, () => this.onJobProgress?.(jobId, data)));
+			if (this.onJobCompleted) this.queueEvents.on("completed", ({ jobId, returnvalue }) => follow("completed", jobId, () => this.onJobCompleted?.(jobId, returnvalue)));
+			if (this.onJobFailed) this.queueEvents.on("failed", ({ jobId, failedReason }) => follow("failed", jobId, () => this.onJobFailed?.(jobId, failedReason)));
 			await this.queue.waitUntilReady();
 			await this.queueEvents.waitUntilReady();
 		},
-		async stopped(this: any) {
+		async stopped() {
 			await closeWithin(this.queueEvents);
 			await closeWithin(this.queue);
 		},
-	};
+	});
 }
 
 /** How long a queue, its events or a worker may take to close before its connection is cut. */
@@ -111,9 +125,13 @@ async function within(promise: Promise<unknown>, ms: number): Promise<"closed" |
  * Consumer side: runs `this.processJob(job)` for each job, `concurrency` at a time. A worker that
  * dies mid-job leaves the job stalled; BullMQ hands it to another worker or retries it.
  */
+export interface QueueWorkerMethods {
+	processJob(job: Job): Promise<unknown>;
+}
+
 export function queueWorkerMixin(queueName: string, options: { concurrency?: number; lockDuration?: number } = {}): Partial<ServiceSchema> {
-	return {
-		async started(this: any) {
+	return defineMixin<QueueWorkerMethods, { worker: Worker }>({
+		async started() {
 			const connection = redisConnection(configOf(this.broker));
 			this.worker = new Worker(queueName, (job: Job) => this.processJob(job), {
 				connection,
@@ -125,8 +143,8 @@ export function queueWorkerMixin(queueName: string, options: { concurrency?: num
 			this.worker.on("error", (err: Error) => this.logger.error(`${queueName} worker:`, err.message));
 			await this.worker.waitUntilReady();
 		},
-		async stopped(this: any) {
+		async stopped() {
 			await closeWithin(this.worker);
 		},
-	};
+	});
 }

@@ -1,8 +1,69 @@
-import type { Context, ServiceSchema } from "moleculer";
-import type { ModelAttributes, ModelOptions } from "sequelize";
+import type { Context, Service, ServiceSchema } from "moleculer";
+import type { FindOptions, Model, ModelAttributes, ModelOptions, ModelStatic, WhereOptions } from "sequelize";
 import { DataTypes, dbMixin } from "./db";
 import { ConflictError, invalid, NotFoundError } from "./errors";
 import { ID_PARAM, checkListParams, respondCreated, respondText, textParam, wantsJson, type RequestMeta } from "./rest";
+import { defineMixin } from "./service-schema";
+
+/** Sequelize's where clause, for services that query their model (they do not depend on Sequelize themselves). */
+export type { WhereOptions } from "sequelize";
+
+/** Columns every entity row has. */
+export interface SystemColumns {
+	id: number;
+	createdAt: Date;
+	updatedAt: Date;
+}
+
+/**
+ * A row as moleculer-db's Sequelize adapter hands it over: a model instance (`get()` for its
+ * columns) whose columns are also readable as properties (Sequelize defines a getter for each).
+ */
+export type EntityRow<Columns extends object = Record<string, unknown>> = Model<Columns & SystemColumns, Partial<Columns>> & Columns & SystemColumns;
+
+/** A row as the API answers it: the columns a caller may read (hidden fields are left out). */
+export type EntityJson<Columns extends object = Record<string, unknown>> = Partial<Columns> & SystemColumns;
+
+/** What moleculer-db's Sequelize adapter (`this.adapter`) does for an entity's service. */
+export interface EntityAdapter<Columns extends object = Record<string, unknown>> {
+	model: ModelStatic<EntityRow<Columns>>;
+	findById(id: number): Promise<EntityRow<Columns> | null>;
+	// Queries stay loosely typed: Sequelize cannot check a where clause on columns a generic mixin names by variable.
+	findOne(options: FindOptions): Promise<EntityRow<Columns> | null>;
+	find(filters: { query?: WhereOptions; limit?: number; sort?: string | string[] }): Promise<EntityRow<Columns>[]>;
+	insert(row: Partial<Columns>): Promise<EntityRow<Columns>>;
+	updateById(id: number, update: { $set: Partial<Columns> }): Promise<EntityRow<Columns>>;
+	removeById(id: number): Promise<unknown>;
+}
+
+/** A page of `list`. */
+export interface EntityPage<Columns extends object = Record<string, unknown>> {
+	rows: EntityJson<Columns>[];
+	total: number;
+	page: number;
+	pageSize: number;
+	totalPages: number;
+}
+
+/** What an entity's service can do (entityMixin's own methods and moleculer-db's). */
+export interface EntityMethods<Columns extends object = Record<string, unknown>> {
+	/** The row, or a 404 naming the entity. */
+	findOrFail(id: number): Promise<EntityRow<Columns>>;
+	/** The params a client may send for a row (the entity's `params`), without those left out. */
+	pickFields(params: Record<string, unknown>): Partial<Columns>;
+	transformDocuments(ctx: Context, params: object, row: EntityRow<Columns>): Promise<EntityJson<Columns>>;
+	/** Tells caches (moleculer-db's `cache.clean.<service>`) and listeners that a row changed. */
+	entityChanged(type: "created" | "updated" | "removed", json: unknown, ctx: Context): Promise<void>;
+	_create(ctx: Context, params: object): Promise<EntityJson<Columns>>;
+	_list(ctx: Context, params: object): Promise<EntityPage<Columns>>;
+}
+
+export interface EntityVars<Columns extends object = Record<string, unknown>> {
+	adapter: EntityAdapter<Columns>;
+}
+
+/** `this` in an entity service's own actions and methods. */
+export type EntityService<Columns extends object = Record<string, unknown>> = Service & EntityMethods<Columns> & EntityVars<Columns>;
 
 export const MAX_TEXT_BYTES = 1024 * 1024;
 
@@ -89,7 +150,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 	const queryable = columns.filter((c) => !hidden.includes(c) && !(options.secretFields ?? []).includes(c));
 	// A search is a LIKE: text columns only (PostgreSQL has no LIKE on numbers, dates or booleans).
 	const searchable = queryable.filter((c) => isTextColumn(options.fields, c));
-	return {
+	return defineMixin<EntityMethods, EntityVars>({
 		mixins: [dbMixin({ name: options.name, define: options.fields, options: options.modelOptions })],
 		settings: {
 			rest: `/${options.name}`,
@@ -99,30 +160,30 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 			list: {
 				rest: "GET /",
 				params: { ...MOLECULER_DB_INTERNALS, ...PAGING, $$strict: true },
-				hooks: { before: (ctx: Context<any>) => checkListParams(ctx.params, queryable, searchable) },
+				hooks: { before: (ctx: Context<{ sort?: unknown; searchFields?: unknown }>) => checkListParams(ctx.params, queryable, searchable) },
 			},
 			get: {
 				rest: "GET /:id",
 				params: { id: ID_PARAM, ...MOLECULER_DB_INTERNALS, $$strict: true },
-				async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+				async handler(ctx: Context<{ id: number }, RequestMeta>) {
 					return this.transformDocuments(ctx, {}, await this.findOrFail(ctx.params.id));
 				},
 			},
 			create: {
 				rest: "POST /",
 				params: { ...options.params, $$strict: true },
-				async handler(this: any, ctx: Context<Record<string, unknown>, RequestMeta>) {
-					const row = await uniqueOrConflict<any>(() => this._create(ctx, this.pickFields(ctx.params)));
+				async handler(ctx: Context<Record<string, unknown>, RequestMeta>) {
+					const row = await uniqueOrConflict(() => this._create(ctx, this.pickFields(ctx.params)));
 					return respondCreated(ctx, row, `/api/${options.name}/${row.id}`);
 				},
 			},
 			update: {
 				rest: "PUT /:id",
 				params: { id: ID_PARAM, ...optionalRules(options.params), $$strict: true },
-				async handler(this: any, ctx: Context<Record<string, unknown> & { id: number }>) {
+				async handler(ctx: Context<Record<string, unknown> & { id: number }>) {
 					await this.findOrFail(ctx.params.id);
 					const changes = this.pickFields(ctx.params);
-					const row = await uniqueOrConflict<any>(() => this.adapter.updateById(ctx.params.id, { $set: changes }));
+					const row = await uniqueOrConflict(() => this.adapter.updateById(ctx.params.id, { $set: changes }));
 					const json = await this.transformDocuments(ctx, {}, row);
 					await this.entityChanged("updated", json, ctx);
 					return json;
@@ -131,7 +192,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 			remove: {
 				rest: "DELETE /:id",
 				params: { id: ID_PARAM },
-				async handler(this: any, ctx: Context<{ id: number }>) {
+				async handler(ctx: Context<{ id: number }>) {
 					const row = await this.findOrFail(ctx.params.id);
 					const json = await this.transformDocuments(ctx, {}, row);
 					await this.adapter.removeById(ctx.params.id);
@@ -144,7 +205,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 			before: { create: refuseNulls(Object.keys(options.params)), update: refuseNulls(Object.keys(options.params)) },
 		},
 		methods: {
-			async findOrFail(this: any, id: number) {
+			async findOrFail(id: number) {
 				const row = await this.adapter.findById(id);
 				if (!row) throw new NotFoundError(options.name.replace(/s$/, ""), id);
 				return row;
@@ -153,7 +214,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
 				return Object.fromEntries(Object.keys(options.params).filter((k) => params[k] !== undefined).map((k) => [k, params[k]]));
 			},
 		},
-	};
+	});
 }
 
 /**
@@ -162,7 +223,7 @@ export function entityMixin(options: EntityOptions): Partial<ServiceSchema> {
  * `curl | bash` fetch, or the row as JSON when asked with Accept: application/json.
  */
 export function textRegistryMixin(name: string, extra: Pick<EntityOptions, "fields" | "params" | "hiddenFields" | "secretFields"> = { fields: {}, params: {} }): Partial<ServiceSchema> {
-	return {
+	return defineMixin<EntityMethods<{ text: string }>, EntityVars<{ text: string }>>({
 		mixins: [
 			entityMixin({
 				name,
@@ -174,12 +235,12 @@ export function textRegistryMixin(name: string, extra: Pick<EntityOptions, "fiel
 		],
 		actions: {
 			get: {
-				async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+				async handler(ctx: Context<{ id: number }, RequestMeta>) {
 					const row = await this.findOrFail(ctx.params.id);
 					if (!wantsJson(ctx)) return respondText(ctx, row.get("text"));
 					return this.transformDocuments(ctx, {}, row);
 				},
 			},
 		},
-	};
+	});
 }

@@ -209,7 +209,14 @@ export class HttpBootServer {
 	private sender: dgram.Socket | null = null;
 	private current: HttpBootOptions | null = null;
 	private reason: string | null = null;
+	/** Known-machines-only: the MACs answered (lower-case); null answers everyone. Kept across restarts. */
+	private admitted: ReadonlySet<string> | null = null;
 	private readonly answered = new Map<string, number[]>();
+
+	/** Answer only these MACs from now on (null: everyone), as the distributor's dnsmasq does. */
+	admit(macs: ReadonlySet<string> | null): void {
+		this.admitted = macs;
+	}
 
 	status(): HttpBootStatus {
 		const options = this.current;
@@ -284,7 +291,9 @@ export class HttpBootServer {
 		// (giaddr) are not answered: the answer would go wherever the packet says.
 		if (from !== "0.0.0.0" && !sameNetwork(from, options.serverIp, options.netmask)) return;
 		const request = parseDhcpRequest(message);
-		if (!request || request.giaddr !== "0.0.0.0" || !this.mayAnswer(request.mac)) return;
+		if (!request || request.giaddr !== "0.0.0.0") return;
+		if (this.admitted && !this.admitted.has(request.mac)) return;
+		if (!this.mayAnswer(request.mac)) return;
 		const reply = httpBootReply(request, options.serverIp, (file) => (options.files.includes(file) ? this.urlOf(options, file) : null));
 		if (!reply) return;
 		sender.send(reply.packet, (err: Error | null) => {

@@ -7,3 +7,5 @@ export * from "./ssh";
 export * from "./validation";
 export * from "./worker";
 export * from "./http-boot";
+export * from "./site";
+export * from "./bmc";

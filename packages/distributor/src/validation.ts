@@ -1,14 +1,13 @@
-import fs from "node:fs";
 import os from "node:os";
 import { IPV4_PATTERN, invalid } from "@clusterplatform/core";
+
+/** Interface names are checked by core (net-device.ts): the site DNS binds to the same kind of name. */
+export { DEVICE_PATTERN, checkDeviceExists, checkDeviceName } from "@clusterplatform/core";
 
 /**
  * What a client may name in a distributor command. Everything here ends up in dnsmasq's
  * configuration file, so values are allow-listed, never escaped.
  */
-
-/** Linux interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':', whitespace or quotes. */
-export const DEVICE_PATTERN = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$/;
 
 /** Boot-file and script URLs: http(s) only, and no character that means something to dnsmasq's parser. */
 const URL_CHARACTERS = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+;=%]+$/;
@@ -27,22 +26,6 @@ export function checkUrl(field: string, value: unknown): string {
 	// Commas separate dnsmasq option fields: a URL with one (or a space, quote, …) could add options.
 	if (!URL_CHARACTERS.test(value) || value.includes(",")) invalid(field, "contains characters a boot URL may not have (commas, spaces, quotes or control characters)");
 	return value;
-}
-
-export function checkDeviceName(value: unknown): string {
-	if (typeof value !== "string" || !DEVICE_PATTERN.test(value) || value === "." || value === "..") {
-		invalid("device", "must be a network interface name (letters, digits, '_', '.', '-'; at most 15)");
-	}
-	return value;
-}
-
-/** The device must exist on the node the distributor runs on. */
-export function checkDeviceExists(device: string): void {
-	checkDeviceName(device);
-	if (!fs.existsSync(`/sys/class/net/${device}`)) {
-		const known = fs.existsSync("/sys/class/net") ? fs.readdirSync("/sys/class/net").join(", ") : "none";
-		invalid("device", `no interface "${device}" on this distributor (it has: ${known})`);
-	}
 }
 
 export function checkIPv4(field: string, value: unknown): string {

@@ -1,4 +1,5 @@
 export * from "./dnsmasq";
 export * from "./hosts";
 export * from "./manager";
+export * from "./site";
 export * from "./worker";

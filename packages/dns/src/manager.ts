@@ -1,26 +1,44 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { BOOLEAN_PARAM, DataTypes, ID_PARAM, PORT_PARAM, UnavailableError, entityMixin, SITE_WORKER_FIELDS, siteWorkersMixin, mayActForSite } from "@clusterplatform/core";
-import { DEVICE_PATTERN } from "@clusterplatform/distributor";
+import {
+	BOOLEAN_PARAM,
+	DEVICE_PATTERN,
+	DataTypes,
+	ID_PARAM,
+	PORT_PARAM,
+	SITE_WORKER_FIELDS,
+	defineService,
+	entityMixin,
+	siteWorkersMixin,
+	stateColumns,
+	type EntityMethods,
+	type SiteWorkerColumns,
+	type SiteWorkersMethods,
+} from "@clusterplatform/core";
 import { DEFAULT_DNS_PORT, type DnsSettings } from "./dnsmasq";
 import { HOSTS_MAX_BYTES, checkDomain, checkUpstreams, parseHosts } from "./hosts";
-import { DNS_STATE_EVENT, DNS_WORKER_SERVICE, LOG_LINES_MAX, type DnsWorkerStatus } from "./worker";
+import type { DnsWorkerStatus } from "./site";
+import { DNS_STATE_EVENT, DNS_WORKER_SERVICE, LOG_LINES_MAX } from "./worker";
 
-/** How often the manager re-reads which workers are connected (and stamps lastSeen). */
 const COMMAND_TIMEOUT_MS = 30_000;
 
-function columnsOf(status: DnsWorkerStatus) {
-	return { on: status.on, state: status.state, stateReason: status.reason, hosts: status.hosts, ...(status.settings ?? {}) };
+/** A site DNS row as stored: its settings and hosts once configured. */
+type DnsColumns = SiteWorkerColumns & { [Setting in keyof DnsSettings]: DnsSettings[Setting] | null } & { hosts: string | null };
+
+function columnsOf(status: DnsWorkerStatus): Partial<DnsColumns> {
+	return { ...stateColumns(status), hosts: status.hosts, ...(status.settings ?? {}) };
 }
+
+type DnsesMethods = SiteWorkersMethods<DnsColumns> & EntityMethods<DnsColumns>;
 
 /**
  * /api/dnses: one row per site (artifactId) whose dns worker has connected; online:false and
  * lastSeen once it is gone. Every command is carried out by that site's own worker node, after
  * the whole input has been validated here (a 422 changes nothing).
  */
-export const DnsesService: ServiceSchema = {
+export const DnsesService: ServiceSchema = defineService<DnsesMethods>({
 	name: "dnses",
 	mixins: [
-		siteWorkersMixin<DnsWorkerStatus>({ workerService: DNS_WORKER_SERVICE, keyColumn: "artifactId", statusColumns: columnsOf }),
+		siteWorkersMixin<DnsWorkerStatus, DnsColumns>({ workerService: DNS_WORKER_SERVICE, keyColumn: "artifactId", stateEvent: DNS_STATE_EVENT, noun: "DNS", statusColumns: columnsOf }),
 		entityMixin({
 			name: "dnses",
 			fields: {
@@ -48,59 +66,36 @@ export const DnsesService: ServiceSchema = {
 				port: { ...PORT_PARAM, optional: true, convert: true },
 				$$strict: true,
 			},
-			async handler(this: any, ctx: Context<{ id: number; device: string; domain: string; upstreams: string[]; port?: number }>) {
+			async handler(ctx: Context<{ id: number; device: string; domain: string; upstreams: string[]; port?: number }>) {
 				const settings: DnsSettings = { device: ctx.params.device, domain: checkDomain(ctx.params.domain), upstreams: checkUpstreams(ctx.params.upstreams), port: ctx.params.port ?? DEFAULT_DNS_PORT };
-				const row = await this.commandable(ctx.params.id);
-				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.configure`, settings, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return this.record(ctx, row.id, columnsOf(status));
+				const { row, answer } = await this.commandRow<DnsWorkerStatus>(ctx, ctx.params, "configure", settings, { timeout: COMMAND_TIMEOUT_MS });
+				return this.record(ctx, row.id, columnsOf(answer));
 			},
 		},
 		setHosts: {
 			rest: "PUT /:id/hosts",
 			params: { id: ID_PARAM, hosts: { type: "string", max: HOSTS_MAX_BYTES }, $$strict: true },
-			async handler(this: any, ctx: Context<{ id: number; hosts: string }>) {
+			async handler(ctx: Context<{ id: number; hosts: string }>) {
 				parseHosts(ctx.params.hosts);
-				const row = await this.commandable(ctx.params.id);
-				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.setHosts`, { hosts: ctx.params.hosts }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return this.record(ctx, row.id, columnsOf(status));
+				const { row, answer } = await this.commandRow<DnsWorkerStatus>(ctx, ctx.params, "setHosts", { hosts: ctx.params.hosts }, { timeout: COMMAND_TIMEOUT_MS });
+				return this.record(ctx, row.id, columnsOf(answer));
 			},
 		},
 		setStatus: {
 			rest: "PUT /:id/status",
 			params: { id: ID_PARAM, on: BOOLEAN_PARAM, $$strict: true },
-			async handler(this: any, ctx: Context<{ id: number; on: boolean }>) {
-				const row = await this.commandable(ctx.params.id);
-				const status: DnsWorkerStatus = await ctx.call(`${DNS_WORKER_SERVICE}.setStatus`, { on: ctx.params.on }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return this.record(ctx, row.id, columnsOf(status));
+			async handler(ctx: Context<{ id: number; on: boolean }>) {
+				const { row, answer } = await this.commandRow<DnsWorkerStatus>(ctx, ctx.params, "setStatus", { on: ctx.params.on }, { timeout: COMMAND_TIMEOUT_MS });
+				return this.record(ctx, row.id, columnsOf(answer));
 			},
 		},
 		log: {
 			rest: "GET /:id/log",
 			params: { id: ID_PARAM, lines: { type: "number", integer: true, min: 1, max: LOG_LINES_MAX, convert: true, default: 100 }, $$strict: true },
-			async handler(this: any, ctx: Context<{ id: number; lines: number }>): Promise<{ lines: string[] }> {
-				const row = await this.commandable(ctx.params.id);
-				const lines: string[] = await ctx.call(`${DNS_WORKER_SERVICE}.log`, { lines: ctx.params.lines }, { nodeID: row.nodeID, timeout: COMMAND_TIMEOUT_MS });
-				return { lines };
+			async handler(ctx: Context<{ id: number; lines: number }>): Promise<{ lines: string[] }> {
+				const { answer } = await this.commandRow<string[]>(ctx, ctx.params, "log", { lines: ctx.params.lines }, { timeout: COMMAND_TIMEOUT_MS });
+				return { lines: answer };
 			},
 		},
 	},
-	events: {
-		[DNS_STATE_EVENT]: {
-			async handler(this: any, ctx: Context<DnsWorkerStatus>) {
-				const row = await this.adapter.findOne({ where: { artifactId: ctx.params.artifactId } });
-				// Only a node of the row's own site reports its state (core/bus.ts).
-				if (row && mayActForSite(this.broker, ctx.nodeID!, row.artifactId)) await this.record(ctx, row.id, { on: ctx.params.on, state: ctx.params.state, stateReason: ctx.params.reason });
-			},
-		},
-	},
-	methods: {
-		/** The row, if its worker is connected now; 503 otherwise (a command is never sent elsewhere). */
-		async commandable(this: any, id: number) {
-			const row = (await this.findOrFail(id)).get({ plain: true });
-			if (!this.isWorkerNode(row.nodeID)) {
-				throw new UnavailableError(`the DNS of site ${row.artifactId} is offline${row.lastSeen ? `, last seen ${new Date(row.lastSeen).toISOString()}` : ""}`, { id });
-			}
-			return row;
-		},
-	},
-};
+});

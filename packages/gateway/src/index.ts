@@ -1,11 +1,11 @@
 import fs from "node:fs";
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import path from "node:path";
 import type { AddressInfo } from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
-import ApiGateway from "moleculer-web";
+import ApiGateway, { type ApiRouteSchema, type ApiSettingsSchema } from "moleculer-web";
 import { CONSOLE_BUILD_HINT, CONSOLE_PATH, CONSOLE_ROOT, consoleBuilt } from "@clusterplatform/console";
-import { BootEventRecorder, configOf, storeFor } from "@clusterplatform/core";
+import { BootEventRecorder, configOf, defineService, storeFor } from "@clusterplatform/core";
 import { AccessControl } from "./access";
 import { artifactHandler } from "./artifacts";
 import { clientAddress, recordBootSteps } from "./boot-trail";
@@ -23,9 +23,6 @@ export * from "./machine-path";
 export * from "./metrics";
 export * from "./openapi";
 
-/** How long responses still running at shutdown (large downloads) may take before they are cut. */
-const SHUTDOWN_GRACE_MS = 10_000;
-
 /** The gateway package's version, for the OpenAPI document (read at runtime: src and dist alike). */
 function packageVersion(): string {
 	try {
@@ -35,13 +32,41 @@ function packageVersion(): string {
 	}
 }
 
-export const GatewayService: ServiceSchema = {
+/** What moleculer-web (mixed in) provides that this service calls. */
+interface ApiGatewayMethods {
+	httpHandler(req: IncomingMessage, res: ServerResponse): void;
+	sendError(req: IncomingMessage, res: ServerResponse, err: Error): void;
+	addRoute(route: ApiRouteSchema): void;
+	removeRoute(path: string | undefined): void;
+}
+
+interface GatewayMethods extends ApiGatewayMethods {
+	routeTable(): RouteEntry[];
+	listeningPort(): number;
+	machineListeningPort(): number | null;
+}
+
+interface GatewayVars {
+	server: Server;
+	/** MACHINE_PORT's listener, when there is one. */
+	machineServer?: Server;
+	isHTTPS: boolean;
+	access: AccessControl;
+	machineCache?: MachineTextCache;
+	bootEvents?: BootEventRecorder;
+	/** moleculer-web's resolved aliases. */
+	aliases: { method: string; fullPath: string; action: string | null }[];
+}
+
+type GatewaySettings = ApiSettingsSchema & { routes: ApiRouteSchema[] };
+
+export const GatewayService: ServiceSchema = defineService<GatewayMethods, GatewayVars, GatewaySettings>({
 	name: "gateway",
 	mixins: [ApiGateway],
 	settings: {
 		path: "/api",
 		// Cross-origin browser calls are refused unless an operator turns CORS on.
-		cors: null,
+		cors: false,
 		routes: [
 			{
 				path: "/artifacts",
@@ -82,20 +107,20 @@ export const GatewayService: ServiceSchema = {
 		listAliases: false,
 		health: {
 			// Published for the explicit /api/health alias; it has no `rest`, so autoAliases skip it.
-			handler(this: any) {
+			handler() {
 				return { status: "ok", nodeID: this.broker.nodeID, uptime: Math.round(process.uptime()) };
 			},
 		},
 		openapi: {
 			// The API as OpenAPI 3, generated from the live route table (see openapi.ts).
-			handler(this: any) {
+			handler() {
 				const config = configOf(this.broker);
 				return buildOpenApiDocument(this.routeTable(), { version: packageVersion(), serverUrl: config.publicUrl, auth: config.auth !== "off" });
 			},
 		},
 		metrics: {
 			// Prometheus text format: every node's Moleculer metrics (labelled nodeID) plus builds and queues.
-			async handler(this: any, ctx: Context<unknown, Record<string, unknown>>) {
+			async handler(ctx: Context<unknown, Record<string, unknown>>) {
 				await refreshProvisionerGauges(this.broker);
 				const text = renderPrometheus(await collectClusterMetrics(this.broker));
 				ctx.meta.$responseType = "text/plain; version=0.0.4; charset=utf-8";
@@ -105,12 +130,12 @@ export const GatewayService: ServiceSchema = {
 	},
 	methods: {
 		/** What this gateway serves: one entry per alias, with the target action's parameter rules. */
-		routeTable(this: any): RouteEntry[] {
+		routeTable(): RouteEntry[] {
 			const actions = new Map<string, { params?: Record<string, unknown>; description?: string }>();
-			for (const item of this.broker.registry.getActionList({ skipInternal: true }) as { name: string; action?: any }[]) {
+			for (const item of this.broker.registry.getActionList({ skipInternal: true }) as { name: string; action?: { params?: Record<string, unknown>; description?: string } }[]) {
 				if (item.action && !actions.has(item.name)) actions.set(item.name, item.action);
 			}
-			return (this.aliases as { method: string; fullPath: string; action: string | null }[])
+			return this.aliases
 				.filter((alias) => typeof alias.action === "string")
 				.map((alias) => ({
 					method: alias.method,
@@ -126,19 +151,19 @@ export const GatewayService: ServiceSchema = {
 		 * checked the caller before the body was read; this checks again with the action the route
 		 * resolved to (a token-less call must be that machine-path row's very action).
 		 */
-		authorize(this: any, ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage & { $action?: { name: string } }) {
+		authorize(ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: IncomingMessage & { $action?: { name: string } }) {
 			ctx.meta.caller = this.access.authorize(req, req.$action?.name ?? "");
 		},
 		/** The port the server actually listens on (PORT=0 picks a free one, e.g. in tests). */
-		listeningPort(this: any): number {
+		listeningPort(): number {
 			return (this.server.address() as AddressInfo).port;
 		},
 		/** The machine listener's port (MACHINE_PORT), or null without one. */
-		machineListeningPort(this: any): number | null {
+		machineListeningPort(): number | null {
 			return this.machineServer?.listening ? (this.machineServer.address() as AddressInfo).port : null;
 		},
 		/** Replaces moleculer-web's: our listeners carry request timeouts and a connection cap (listeners.ts). */
-		createServer(this: any) {
+		createServer() {
 			const config = configOf(this.broker);
 			this.server = createListener(config.http);
 			this.isHTTPS = false;
@@ -147,25 +172,25 @@ export const GatewayService: ServiceSchema = {
 	},
 	events: {
 		// moleculer-db broadcasts this from any node whenever a registry row changes.
-		"cache.clean.*"(this: any, ctx: Context) {
+		"cache.clean.*"(ctx: Context) {
 			this.machineCache?.evict((ctx.eventName ?? "").slice("cache.clean.".length));
 		},
 	},
-	created(this: any) {
+	created() {
 		const config = configOf(this.broker);
 		this.settings.port = config.port;
 		this.settings.ip = config.host;
 		this.access = new AccessControl(config);
-		this.settings.routes[1].use = [requestBody((req) => bodyLimitOf(req, config.bodyLimit))];
+		this.settings.routes[1]!.use = [requestBody((req) => bodyLimitOf(req, config.bodyLimit))];
 		const serve = artifactHandler(() => storeFor(configOf(this.broker)));
-		this.settings.routes[0].use = [(req: IncomingMessage, res: any, next: (err?: unknown) => void) => serve(req, res).catch(next)];
+		this.settings.routes[0]!.use = [(req: IncomingMessage, res: ServerResponse, next: (err?: unknown) => void) => serve(req, res).catch(next)];
 		// moleculer-web built its routes in its own created(), before the lines above: build them again.
 		for (const route of this.settings.routes) this.removeRoute(route.path);
 		for (const route of this.settings.routes) this.addRoute(route);
 		this.machineCache = new MachineTextCache(this.broker);
-		this.bootEvents = new BootEventRecorder(this.broker);
 		// Behind the gate (who may ask, how much body): boot steps, the boot-storm cache, then moleculer-web.
-		const api = recordBootSteps(this.bootEvents, this.machineCache.wrap((req: IncomingMessage, res: ServerResponse) => this.httpHandler(req, res)));
+		const bootEvents = (this.bootEvents = new BootEventRecorder(this.broker));
+		const api = recordBootSteps(bootEvents, this.machineCache.wrap((req: IncomingMessage, res: ServerResponse) => this.httpHandler(req, res)));
 		const gate = (machineOnly: boolean) => requestGate({ access: this.access, bodyLimit: config.bodyLimit, machineOnly, sendError: (req, res, err) => this.sendError(req, res, err) }, api);
 		// The web console's static files (/console/) go first; they are not API routes.
 		this.server.on("request", consoleRequests(CONSOLE_ROOT, gate(false)));
@@ -173,12 +198,14 @@ export const GatewayService: ServiceSchema = {
 		this.machineServer?.on("request", gate(true));
 		this.machineServer?.on("error", (err: Error) => this.logger.error(`machine listener (MACHINE_PORT): ${err.message}`));
 		// moleculer-web's started() calls listen(port, host, callback): ours adds the backlog and REUSE_PORT.
-		this.server.listen = (port: number, host: string, callback: (err?: Error) => void) => {
-			listen(this.server, port, host, config.reusePort).then(() => callback(), callback);
-			return this.server;
-		};
+		// (Node's listen has many overloads; this replacement serves only that one call.)
+		const server = this.server;
+		server.listen = ((port: number, host: string, callback: (err?: Error) => void) => {
+			listen(server, port, host, config.reusePort).then(() => callback(), callback);
+			return server;
+		}) as Server["listen"];
 	},
-	async started(this: any) {
+	async started() {
 		const config = configOf(this.broker);
 		if (this.machineServer) {
 			const { address, port } = await listen(this.machineServer, config.machineListener!.port, config.machineListener!.host, config.reusePort);
@@ -188,16 +215,18 @@ export const GatewayService: ServiceSchema = {
 		const url = `${config.publicUrl.replace(/\/+$/, "")}${CONSOLE_PATH}`;
 		this.logger.info(consoleBuilt(CONSOLE_ROOT) ? `web console: ${url}` : `web console at ${url} is not built: ${CONSOLE_BUILD_HINT}`);
 	},
-	async stopped(this: any) {
+	async stopped() {
 		// moleculer-web's close waits for every response to end; a download whose client stopped
-		// reading would hold the shutdown for ever. Those get a grace period, then their connections go.
-		for (const server of [this.server, this.machineServer]) setTimeout(() => server?.closeAllConnections(), SHUTDOWN_GRACE_MS).unref();
-		const machineClosed = this.machineServer?.listening ? new Promise((resolve) => this.machineServer.close(resolve)) : null;
+		// reading would hold the shutdown for ever. Those get a grace period (SHUTDOWN_GRACE), then their connections go.
+		const { shutdownGraceMs } = configOf(this.broker).http;
+		for (const server of [this.server, this.machineServer]) setTimeout(() => server?.closeAllConnections(), shutdownGraceMs).unref();
+		const machineServer = this.machineServer;
+		const machineClosed = machineServer?.listening ? new Promise((resolve) => machineServer.close(resolve)) : null;
 		// Boot steps still in the batch go out before the broker does.
 		await this.bootEvents?.stop();
 		await machineClosed;
 	},
-};
+});
 
 export default GatewayService;
 export * from "./insomnia";

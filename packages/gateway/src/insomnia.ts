@@ -45,8 +45,28 @@ function pathPattern(openApiPath: string): RegExp {
 	return new RegExp(`^${escaped}$`);
 }
 
+/** What placeholder() reads of a JSON schema. */
+interface JsonSchema {
+	enum?: unknown[];
+	default?: unknown;
+	type?: string;
+	minimum?: number;
+	properties?: Record<string, JsonSchema>;
+	required?: string[];
+}
+
+/** What is read here of an operation of the OpenAPI document (as openapi.ts builds it). */
+interface Operation {
+	tags?: string[];
+	summary?: string;
+	operationId?: string;
+	"x-moleculer-action"?: string;
+	security?: Record<string, unknown>[];
+	requestBody?: { content?: Record<string, { schema?: JsonSchema } | undefined> };
+}
+
 /** A placeholder value for a JSON schema, for requests the examples do not cover. */
-function placeholder(schema: Record<string, any>): unknown {
+function placeholder(schema: JsonSchema): unknown {
 	if (Array.isArray(schema.enum)) return schema.enum[0];
 	if (schema.default !== undefined) return schema.default;
 	switch (schema.type) {
@@ -58,7 +78,7 @@ function placeholder(schema: Record<string, any>): unknown {
 		case "array":
 			return [];
 		case "object":
-			return Object.fromEntries(Object.entries(schema.properties ?? {}).filter(([name]) => (schema.required ?? []).includes(name)).map(([name, s]) => [name, placeholder(s as Record<string, any>)]));
+			return Object.fromEntries(Object.entries(schema.properties ?? {}).filter(([name]) => (schema.required ?? []).includes(name)).map(([name, s]) => [name, placeholder(s)]));
 		default:
 			return "";
 	}
@@ -69,7 +89,7 @@ function samplePath(openApiPath: string): string {
 }
 
 /** Whether a call needs a token: the document says so, unless the operation allows anonymous calls. */
-function needsToken(doc: OpenApiDocument, op: Record<string, any>): boolean {
+function needsToken(doc: OpenApiDocument, op: Operation): boolean {
 	const security: Record<string, unknown>[] | undefined = op.security ?? doc.security;
 	return Array.isArray(security) && security.length > 0 && !security.some((alternative) => Object.keys(alternative).length === 0);
 }
@@ -83,8 +103,8 @@ export function insomniaExport(doc: OpenApiDocument, examples: readonly ExampleC
 	let order = 0;
 	for (const [openApiPath, operations] of Object.entries(doc.paths)) {
 		const pattern = pathPattern(openApiPath);
-		for (const [method, op] of Object.entries(operations) as [string, Record<string, any>][]) {
-			const tag: string = op.tags?.[0] ?? "api";
+		for (const [method, op] of Object.entries(operations) as [string, Operation][]) {
+			const tag = op.tags?.[0] ?? "api";
 			if (!folders.has(tag)) {
 				folders.set(tag, idOf("fld", tag));
 				resources.push({ _id: folders.get(tag)!, _type: "request_group", parentId: WORKSPACE_ID, name: tag, environment: {} });

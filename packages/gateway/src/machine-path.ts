@@ -9,7 +9,7 @@ export interface MachineRoute {
 	/** The action it runs; null for artifact downloads (a plain read-only handler, no action). */
 	action: string | null;
 	methods: readonly string[];
-	/** Path below /api: ":id" is a row id (1-16 digits, no leading zero), "*" the rest of the path. */
+	/** Path below /api: ":id" is a row id (1-16 digits, no leading zero), ":mac" a MAC (one segment of at most 32 characters, checked by the action), "*" the rest of the path. */
 	path: string;
 	/** Raw text answered from memory in a boot storm (machine-cache.ts). */
 	cacheable: boolean;
@@ -38,6 +38,13 @@ export const MACHINE_ROUTES: readonly MachineRoute[] = [
 	// The post-boot script's curl: POST /api/localnodes?ip=…&artifactId=…
 	{ action: "localnodes.create", methods: ["POST"], path: "/localnodes", cacheable: false, bootStep: "registered", bodyLimit: REGISTRATION_BODY_LIMIT },
 	{ action: "gateway.health", methods: ["GET"], path: "/health", cacheable: false, bootStep: null, bodyLimit: 0 },
+	// Machines (packages/machines): every machine's embedded script chains /api/boot?mac=…; its profile's
+	// scripts follow by MAC. Query only, validated by the actions; the machines service records the step
+	// with the MAC (so no boot step here).
+	{ action: "machines.boot", methods: ["GET"], path: "/boot", cacheable: false, bootStep: null, bodyLimit: 0 },
+	{ action: "machines.bootKickstart", methods: ["GET"], path: "/boot/:mac/kickstart", cacheable: false, bootStep: null, bodyLimit: 0 },
+	{ action: "machines.bootPreboot", methods: ["GET"], path: "/boot/:mac/preboot", cacheable: false, bootStep: null, bodyLimit: 0 },
+	{ action: "machines.bootPostboot", methods: ["GET"], path: "/boot/:mac/postboot", cacheable: false, bootStep: null, bodyLimit: 0 },
 	// Built artifacts of the file store (artifacts.ts): read-only, keys checked before the file system.
 	{ action: null, methods: ["GET", "HEAD"], path: "/artifacts/*", cacheable: false, bootStep: "artifact", bodyLimit: 0 },
 ];
@@ -49,6 +56,8 @@ export const API_PREFIX = "/api";
 function shapeOf(route: MachineRoute): RegExp {
 	const segments = route.path.split("/").map((segment) => {
 		if (segment === ":id") return "([1-9][0-9]{0,15})";
+		// One short segment; the action checks it is a MAC (422 naming it otherwise).
+		if (segment === ":mac") return "([^/]{1,32})";
 		if (segment === "*") return "(.+)";
 		return segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 	});
@@ -61,7 +70,7 @@ export interface MachineRequest {
 	route: MachineRoute;
 	/** The URL's path without the query. */
 	pathname: string;
-	/** The row id of a ":id" route, or the artifact key (still percent-encoded) of "*". */
+	/** The row id of a ":id" route, the MAC of a ":mac" one, or the artifact key (still percent-encoded) of "*". */
 	param: string | null;
 	/** True when the URL carries a query string. */
 	hasQuery: boolean;

@@ -1,4 +1,5 @@
 import { MetricReporters, type ServiceBroker } from "moleculer";
+import { JOB_STATUSES } from "@clusterplatform/core";
 
 /** A metric as `$node.metrics` (MetricRegistry.list) answers it, on any node. */
 export interface MetricSnapshot {
@@ -15,7 +16,6 @@ export const BUILDS_METRIC = "clusterplatform.builds";
 /** BullMQ job counts per queue and state, for every service that owns a queue. */
 export const QUEUE_METRIC = "clusterplatform.queue.jobs";
 
-const BUILD_STATUSES = ["queued", "working", "done", "failed"];
 const NODE_CALL_TIMEOUT_MS = 5_000;
 
 /**
@@ -34,6 +34,14 @@ export function mergeNodeMetrics(byNode: { nodeID: string; metrics: MetricSnapsh
 	return [...families.values()];
 }
 
+/** What is used of Moleculer's Prometheus reporter: its renderer, which its types do not declare. */
+interface PrometheusRenderer {
+	registry: { store: unknown[] };
+	generatePrometheusResponse(): string;
+	formatMetricName(name: string): string;
+	labelsToStr(labels: Record<string, unknown> | undefined, extra?: Record<string, unknown>): string;
+}
+
 /**
  * Prometheus text exposition (format 0.0.4). Counters, gauges and info metrics are rendered by
  * Moleculer's own Prometheus reporter. Its histograms also carry quantile, min, mean… samples,
@@ -41,7 +49,7 @@ export function mergeNodeMetrics(byNode: { nodeID: string; metrics: MetricSnapsh
  * (buckets, _sum, _count) — quantiles come from histogram_quantile() on the buckets.
  */
 export function renderPrometheus(metrics: MetricSnapshot[]): string {
-	const reporter = new MetricReporters.Prometheus({}) as any;
+	const reporter = new MetricReporters.Prometheus({}) as unknown as PrometheusRenderer;
 	// Only its renderer is used: no init(), so it opens no port of its own.
 	const plain = metrics.filter((metric) => metric.type !== "histogram").flatMap(splitRates);
 	reporter.registry = { store: plain.map((metric) => ({ ...metric, snapshot: () => metric.values })) };
@@ -63,7 +71,7 @@ function splitRates(metric: MetricSnapshot): MetricSnapshot[] {
 	];
 }
 
-function renderHistogram(reporter: any, metric: MetricSnapshot): string {
+function renderHistogram(reporter: PrometheusRenderer, metric: MetricSnapshot): string {
 	const name = reporter.formatMetricName(metric.name).replace(/[.-]/g, "_");
 	const lines = [`# HELP ${name} ${metric.description || metric.name}${metric.unit ? ` (${metric.unit})` : ""}`, `# TYPE ${name} histogram`];
 	for (const item of metric.values as { labels?: Record<string, unknown>; buckets?: Record<string, number>; count?: number; sum?: number }[]) {
@@ -100,7 +108,7 @@ export async function refreshProvisionerGauges(broker: ServiceBroker): Promise<v
 		const actions = Object.keys(service.actions ?? {});
 		if (fields.includes("status") && fields.includes("progress") && actions.includes(`${service.name}.count`)) {
 			const builds = gauge(broker, BUILDS_METRIC, "Builds by status", ["builder", "status"]);
-			for (const status of BUILD_STATUSES) {
+			for (const status of JOB_STATUSES) {
 				tasks.push(
 					broker
 						.call(`${service.name}.count`, { query: { status } }, { timeout: NODE_CALL_TIMEOUT_MS })

@@ -52,7 +52,16 @@ export function grubConfig(label: string): string {
 	].join("\n");
 }
 
-export const GRUBS: BuilderSpec = {
+/** What a client sends for a GRUB loader (checked against GRUBS.params first). */
+export interface GrubInputs {
+	label: string;
+	platform: "x86_64-efi" | "i386-efi";
+	architecture: GrubArchitecture;
+	extension: "efi";
+	fragment: "img" | "efi";
+}
+
+export const GRUBS: BuilderSpec<GrubInputs> = {
 	name: "grubs",
 	fields: {
 		label: { type: DataTypes.STRING(32), allowNull: false },
@@ -75,7 +84,7 @@ export const GRUBS: BuilderSpec = {
 	artifactName: (inputs) => (inputs.fragment === "img" ? "grub.img" : "grub.zip"),
 };
 
-async function mkstandalone(ctx: BuildContext, architecture: GrubArchitecture, cfg: string): Promise<string> {
+async function mkstandalone(ctx: BuildContext<GrubInputs>, architecture: GrubArchitecture, cfg: string): Promise<string> {
 	const { target, loader } = GRUB_TARGETS[architecture];
 	const output = path.join(ctx.workDir, loader);
 	await run(requireBinary("grub-mkstandalone", architecture === "x64" ? "grub-efi-amd64-bin" : "grub-efi-ia32-bin"), [
@@ -90,7 +99,7 @@ async function mkstandalone(ctx: BuildContext, architecture: GrubArchitecture, c
 }
 
 /** An El Torito EFI image: FAT made by mkfs.vfat, filled by mtools (no loop mounts, no root). */
-async function fatImage(ctx: BuildContext, loaders: string[]): Promise<string> {
+async function fatImage(ctx: BuildContext<GrubInputs>, loaders: string[]): Promise<string> {
 	const image = path.join(ctx.workDir, "grub.img");
 	let bytes = 0;
 	for (const file of loaders) bytes += (await fsp.stat(file)).size;
@@ -103,7 +112,7 @@ async function fatImage(ctx: BuildContext, loaders: string[]): Promise<string> {
 }
 
 /** The EFI tree (EFI/BOOT/<loader>) as a zip, for the ISO's file system or a FAT USB stick. */
-async function efiZip(ctx: BuildContext, loader: string): Promise<string> {
+async function efiZip(ctx: BuildContext<GrubInputs>, loader: string): Promise<string> {
 	const tree = path.join(ctx.workDir, "tree");
 	await fsp.mkdir(path.join(tree, "EFI", "BOOT"), { recursive: true });
 	await fsp.copyFile(loader, path.join(tree, "EFI", "BOOT", path.basename(loader)));
@@ -117,7 +126,7 @@ async function efiZip(ctx: BuildContext, loader: string): Promise<string> {
  * El Torito image starts on 64- and 32-bit UEFI firmware (`architecture` is recorded, the image is
  * the same). fragment "efi": the requested architecture's EFI tree as grub.zip.
  */
-export async function buildGrub(ctx: BuildContext) {
+export async function buildGrub(ctx: BuildContext<GrubInputs>) {
 	const cfg = path.join(ctx.workDir, "grub.cfg");
 	await fsp.writeFile(cfg, grubConfig(ctx.inputs.label));
 	await ctx.progress(10);
@@ -130,7 +139,7 @@ export async function buildGrub(ctx: BuildContext) {
 		await ctx.progress(95);
 		return { file };
 	}
-	const loader = await mkstandalone(ctx, ctx.inputs.architecture as GrubArchitecture, cfg);
+	const loader = await mkstandalone(ctx, ctx.inputs.architecture, cfg);
 	await ctx.progress(60);
 	const file = await efiZip(ctx, loader);
 	await ctx.progress(95);

@@ -11,7 +11,7 @@ import {
 	scriptDeliveryWithoutEmbedding,
 } from "./prebuilt";
 import { IpxeSourceTree, crossCompilerMissing } from "./source-tree";
-import { DRIVERS, EXTENSIONS, PLATFORMS, artifactFileName, checkScript, checkTarget, type Platform, type Target } from "./targets";
+import { DRIVERS, EXTENSIONS, PLATFORMS, artifactFileName, checkScript, checkTarget, type IpxeInputs, type Platform, type Target } from "./targets";
 
 /**
  * Where scripts/setup installs iPXE's pinned release, and the object trees it prepares from it.
@@ -71,7 +71,7 @@ export function sourceTreeFor(settings: IpxeWorkerSettings & { sourceDir: string
 }
 
 /** Source tree: a real build with the script embedded. Progress: 10 tree ready, 50 make running, 90 built. */
-async function buildFromSource(ctx: BuildContext, target: Target, tree: IpxeSourceTree): Promise<BuildResult> {
+async function buildFromSource(ctx: BuildContext<IpxeInputs>, target: Target, tree: IpxeSourceTree): Promise<BuildResult> {
 	const file = await tree.build(target, ctx.inputs.script, ctx.workDir, { signal: ctx.signal, progress: ctx.progress, logger: ctx.logger });
 	await ctx.progress(90);
 	return {
@@ -81,7 +81,7 @@ async function buildFromSource(ctx: BuildContext, target: Target, tree: IpxeSour
 }
 
 /** No source tree: Debian's file as it is, and the row says the script is not in it. */
-async function serveDebianPrebuilt(ctx: BuildContext, target: Target): Promise<BuildResult> {
+async function serveDebianPrebuilt(ctx: BuildContext<IpxeInputs>, target: Target): Promise<BuildResult> {
 	const choice = prebuiltFor(target);
 	if (!choice) permanentFailure(notAvailableWithoutSource(target));
 	const file = await prebuiltPath(choice);
@@ -97,7 +97,7 @@ async function serveDebianPrebuilt(ctx: BuildContext, target: Target): Promise<B
 	};
 }
 
-export async function buildIpxe(ctx: BuildContext): Promise<BuildResult> {
+export async function buildIpxe(ctx: BuildContext<IpxeInputs>): Promise<BuildResult> {
 	// Checked again here: a job's inputs may come from a queue other code can write to.
 	checkScript(ctx.inputs.script);
 	const target: Target = { platform: ctx.inputs.platform, driver: ctx.inputs.driver, extension: ctx.inputs.extension };

@@ -1,21 +1,16 @@
 import fs from "node:fs";
 import type { ServiceSchema } from "moleculer";
-import { ConfigError, DataTypes, builderManagerMixin, builderWorkerMixin, configOf, textParam, type BuilderSpec } from "@clusterplatform/core";
+import { ConfigError, DataTypes, builderManagerMixin, builderWorkerMixin, configOf, defineService, textParam, type BuilderSpec } from "@clusterplatform/core";
 import { buildIpxe, defaultTarget, ipxeWorkerSettings, sourceTreeFor } from "./build";
 import { DEBIAN_IPXE_DIR } from "./prebuilt";
 import { IpxeSourceTree, type PlatformTreeState } from "./source-tree";
-import { DRIVERS, EXTENSIONS, MAX_SCRIPT_BYTES, PLATFORMS, artifactFileName, checkScript, checkTarget, type Target } from "./targets";
+import { DRIVERS, EXTENSIONS, MAX_SCRIPT_BYTES, PLATFORMS, artifactFileName, checkScript, checkTarget, type IpxeInputs } from "./targets";
 
 export * from "./targets";
 export * from "./prebuilt";
 export * from "./source-tree";
 export * from "./build";
 
-/**
- * The ipxes entity, shared by manager and worker. Platform, driver and extension are allow-lists
- * and their combination is checked; the script is text that only ever goes into a file passed as
- * EMBED=<file>.
- */
 /** GET /api/ipxes/toolchain: how builds are made, and (from source) each platform's object tree. */
 export interface IpxeToolchain {
 	mode: "source" | "prebuilt";
@@ -26,7 +21,12 @@ export interface IpxeToolchain {
 	platforms: PlatformTreeState[];
 }
 
-export const IPXES: BuilderSpec = {
+/**
+ * The ipxes entity, shared by manager and worker. Platform, driver and extension are allow-lists
+ * and their combination is checked; the script is text that only ever goes into a file passed as
+ * EMBED=<file>.
+ */
+export const IPXES: BuilderSpec<IpxeInputs> = {
 	name: "ipxes",
 	fields: {
 		script: { type: DataTypes.TEXT, allowNull: false },
@@ -42,9 +42,9 @@ export const IPXES: BuilderSpec = {
 	},
 	validate(inputs) {
 		checkScript(inputs.script);
-		checkTarget(inputs as Target);
+		checkTarget(inputs);
 	},
-	artifactName: (inputs) => artifactFileName(inputs as Target),
+	artifactName: (inputs) => artifactFileName(inputs),
 	resultFields: {
 		/** Whether the script is compiled into the binary (true only for source-tree builds). */
 		embedded: { type: DataTypes.BOOLEAN, allowNull: true },
@@ -62,35 +62,35 @@ export const IPXES: BuilderSpec = {
 };
 
 /** /api/ipxes: iPXE network bootloaders (seed: POST {script, platform, driver, extension}); builds are queued. */
-export const IpxesService: ServiceSchema = {
+export const IpxesService: ServiceSchema = defineService({
 	name: "ipxes",
 	mixins: [builderManagerMixin(IPXES)],
 	actions: {
 		/** What each connected worker builds with: the source tree and each platform's preparation, or Debian's binaries. */
 		toolchain: {
 			rest: "GET /toolchain",
-			async handler(this: any): Promise<{ workers: ({ nodeID: string } & (IpxeToolchain | { error: string }))[] }> {
+			async handler(): Promise<{ workers: ({ nodeID: string } & (IpxeToolchain | { error: string }))[] }> {
 				const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
-				const nodes: string[] = [...new Set<string>(services.filter((s: { name: string }) => s.name === "ipxes-worker").map((s: { nodeID: string }) => s.nodeID))];
+				const nodes = [...new Set(services.filter((s) => s.name === "ipxes-worker").map((s) => s.nodeID))];
 				// One worker that does not answer is reported as such; the others still are.
-				const answers = await Promise.allSettled(nodes.map((nodeID) => this.broker.call("ipxes-worker.toolchain", {}, { nodeID, timeout: 10_000 })));
-				return { workers: answers.map((answer, i) => ({ nodeID: nodes[i]!, ...(answer.status === "fulfilled" ? answer.value : { error: String(answer.reason?.message ?? answer.reason) }) })) };
+				const answers = await Promise.allSettled(nodes.map((nodeID) => this.broker.call<IpxeToolchain, object>("ipxes-worker.toolchain", {}, { nodeID, timeout: 10_000 })));
+				return { workers: answers.map((answer, i) => ({ nodeID: nodes[i]!, ...(answer.status === "fulfilled" ? answer.value : { error: String((answer.reason as Error | undefined)?.message ?? answer.reason) }) })) };
 			},
 		},
 	},
-};
+});
 
 /**
  * Builds queued ipxes: real builds with the script embedded when IPXE_SOURCE_DIR names an iPXE
  * checkout, otherwise Debian's prebuilt binaries (no embedded script, and the row says so).
  */
-export const IpxesWorkerService: ServiceSchema = {
+export const IpxesWorkerService: ServiceSchema = defineService<object, { sourceTree?: IpxeSourceTree }>({
 	name: "ipxes-worker",
 	mixins: [builderWorkerMixin({ ...IPXES, build: buildIpxe, concurrency: 2, timeout: 30 * 60 * 1000 })],
 	actions: {
 		toolchain: {
 			visibility: "public",
-			async handler(this: any): Promise<IpxeToolchain> {
+			async handler(): Promise<IpxeToolchain> {
 				const settings = ipxeWorkerSettings(configOf(this.broker));
 				if (!settings.sourceDir) return { mode: "prebuilt", embedded: false, source: DEBIAN_IPXE_DIR, platforms: [] };
 				const tree = sourceTreeFor({ ...settings, sourceDir: settings.sourceDir }, configOf(this.broker));
@@ -98,7 +98,7 @@ export const IpxesWorkerService: ServiceSchema = {
 			},
 		},
 	},
-	started(this: any) {
+	started() {
 		const settings = ipxeWorkerSettings(configOf(this.broker));
 		if (!settings.sourceDir) {
 			if (!fs.existsSync(DEBIAN_IPXE_DIR)) throw new ConfigError(`no IPXE_SOURCE_DIR and no ${DEBIAN_IPXE_DIR}: set IPXE_SOURCE_DIR or install Debian's ipxe package (apt-get install ipxe)`);
@@ -115,11 +115,11 @@ export const IpxesWorkerService: ServiceSchema = {
 		}
 		this.sourceTree = tree;
 	},
-	async stopped(this: any) {
+	async stopped() {
 		// The warm-up above, and spare copies being made, end with the worker.
 		await this.sourceTree?.stopPreparations();
 		await this.sourceTree?.idle();
 	},
-};
+});
 
 export default IpxesService;

@@ -40,6 +40,9 @@ export function isEfiPlatform(platform: Platform): boolean {
 	return (EFI_PLATFORMS as readonly string[]).includes(platform);
 }
 
+/** What a client sends for an iPXE binary: its target and the script to embed. */
+export type IpxeInputs = Target & { script: string };
+
 /** Cross-field checks the per-field allow-lists cannot express; throws a 422 naming the field. */
 export function checkTarget(target: Target): void {
 	const efi = isEfiPlatform(target.platform);
@@ -68,7 +71,6 @@ export function checkScript(script: unknown): void {
 	if (typeof script !== "string") invalid("script", "must be a string");
 	if (!/^#!ipxe(\s|$)/.test(script)) invalid("script", 'must start with "#!ipxe"');
 	if (Buffer.byteLength(script, "utf8") > MAX_SCRIPT_BYTES) invalid("script", `must be at most ${MAX_SCRIPT_BYTES} bytes`);
-	// eslint-disable-next-line no-control-regex
 	const control = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.exec(script);
 	if (control) invalid("script", `must not contain control character U+${control[0].charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

@@ -17,9 +17,12 @@ import {
 	type BuilderSpec,
 } from "@clusterplatform/core";
 import { VOLUME_LABEL_PARAM } from "@clusterplatform/grub";
-import { EFI_ARCHES, ISO_PARTS, PART_FIELDS, PART_NAMES, PART_PARAMS, checkEfiBinary, fetchPart, partsAreImmutable, validateParts, type IsoPart } from "./parts";
+import { EFI_ARCHES, ISO_PARTS, PART_FIELDS, PART_NAMES, PART_PARAMS, checkEfiBinary, fetchPart, partsAreImmutable, validateParts, type IsoPart, type PartInputs } from "./parts";
 
-export { EFI_ARCHES, ISO_PARTS, PART_NAMES, peMachine, type EfiArch, type IsoPart, type IsoPartName } from "./parts";
+export { EFI_ARCHES, ISO_PARTS, PART_NAMES, peMachine, type EfiArch, type IsoPart, type IsoPartName, type PartInputs } from "./parts";
+
+/** What a client sends for an ISO: its label, an optional iPXE script, and each part by URL or id. */
+export type IsoInputs = PartInputs & { label: string; script?: string | null };
 export { isPublicAddress, urlProblem } from "./fetch-part";
 
 const MAX_SCRIPT_BYTES = 64 * 1024;
@@ -44,8 +47,8 @@ export function isolinuxConfig(withScript: boolean): string {
  * GRUB finds the ISO by the label baked into its image: an ISO with another label would never boot
  * on UEFI. Checked when the GRUB image is one of ours (by id, or by a store URL of a grubs row).
  */
-async function checkGrubLabel(inputs: Record<string, any>, ctx: Context): Promise<void> {
-	const key = inputs.grubImgUrl !== undefined ? storeFor(configOf(ctx.broker)).keyOfUrl(inputs.grubImgUrl) : null;
+async function checkGrubLabel(inputs: IsoInputs, ctx: Context): Promise<void> {
+	const key = inputs.grubImgUrl !== undefined && inputs.grubImgUrl !== null ? storeFor(configOf(ctx.broker)).keyOfUrl(inputs.grubImgUrl) : null;
 	const id: number | undefined = inputs.grubImgId ?? (key ? Number(/^grubs\/(\d+)\/grub\.img$/.exec(key)?.[1]) || undefined : undefined);
 	if (id === undefined) return;
 	const grub = await ctx
@@ -55,7 +58,7 @@ async function checkGrubLabel(inputs: Record<string, any>, ctx: Context): Promis
 	if (grub && grub.label !== inputs.label) invalid("label", `must equal the label of grubs ${id} ("${grub.label}"), which GRUB searches for`);
 }
 
-export const ISOS: BuilderSpec = {
+export const ISOS: BuilderSpec<IsoInputs> = {
 	name: "isos",
 	fields: {
 		label: { type: DataTypes.STRING(32), allowNull: false },
@@ -68,7 +71,7 @@ export const ISOS: BuilderSpec = {
 		script: textParam(MAX_SCRIPT_BYTES, { optional: true }),
 	},
 	async validate(inputs, ctx?: Context) {
-		if (inputs.script !== undefined && !/^#!ipxe\s/.test(inputs.script)) invalid("script", "must be an iPXE script starting with #!ipxe");
+		if (inputs.script !== undefined && inputs.script !== null && !/^#!ipxe\s/.test(inputs.script)) invalid("script", "must be an iPXE script starting with #!ipxe");
 		if (ctx) await validateParts(inputs, ctx, configOf(ctx.broker));
 		if (ctx) await checkGrubLabel(inputs, ctx);
 	},
@@ -77,7 +80,7 @@ export const ISOS: BuilderSpec = {
 };
 
 /** Unpack a grub.zip into the tree, refusing any entry outside EFI/BOOT/ (no zip-slip). */
-async function unpackEfiTree(ctx: BuildContext, field: string, zip: string, tree: string): Promise<void> {
+async function unpackEfiTree(ctx: BuildContext<IsoInputs>, field: string, zip: string, tree: string): Promise<void> {
 	const unzip = requireBinary("unzip", "unzip");
 	const { stdout } = await run(unzip, ["-Z1", zip], { signal: ctx.signal, timeout: 60_000 });
 	for (const entry of stdout.split("\n").filter(Boolean)) {
@@ -112,7 +115,7 @@ export const EFI_IMAGE = "boot/efiboot.img";
  * replace GRUB's ia32 loader (its grub.cfg would chainload the x64 /ipxe.efi). FAT by mkfs.vfat,
  * filled by mtools, as the grubs builder makes grub.img.
  */
-async function efiBootImage(ctx: BuildContext, grubImg: string, ipxeLoaders: Map<string, string>, output: string): Promise<void> {
+async function efiBootImage(ctx: BuildContext<IsoInputs>, grubImg: string, ipxeLoaders: Map<string, string>, output: string): Promise<void> {
 	const options = { signal: ctx.signal, timeout: 60_000, env: { MTOOLS_SKIP_CHECK: "1" } };
 	const field = ctx.inputs.grubImgId != null ? "grubImgId" : "grubImgUrl";
 	const listing = await exec(requireBinary("mdir", "mtools"), ["-i", grubImg, "-b", "::/EFI/BOOT"], options);
@@ -155,7 +158,7 @@ async function removeCaseVariants(file: string): Promise<void> {
  * disk (USB stick). No Joliet: its volume id holds 16 characters, and GRUB would then search a
  * truncated label.
  */
-export async function buildIso(ctx: BuildContext) {
+export async function buildIso(ctx: BuildContext<IsoInputs>) {
 	const tree = path.join(ctx.workDir, "tree");
 	await fsp.mkdir(path.join(tree, "isolinux"), { recursive: true });
 	await fsp.mkdir(path.join(tree, "boot"), { recursive: true });

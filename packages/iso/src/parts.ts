@@ -59,6 +59,9 @@ export const PART_FIELDS: ModelAttributes = Object.fromEntries(
 	]),
 );
 
+/** The inputs naming the parts: `<part>Url` or `<part>Id` (null in a row where it was not given). */
+export type PartInputs = { [Part in IsoPartName as `${Part}Url`]?: string | null } & { [Part in IsoPartName as `${Part}Id`]?: number | null };
+
 export const PART_PARAMS: Record<string, unknown> = Object.fromEntries(
 	PART_NAMES.flatMap((part) => [
 		[`${part}Url`, { type: "string", optional: true, max: MAX_URL }],
@@ -67,8 +70,14 @@ export const PART_PARAMS: Record<string, unknown> = Object.fromEntries(
 );
 
 /** The builder row behind an id, as its manager reports it; 422s name the field. */
-async function artifactOf(call: (action: string, params: unknown) => Promise<any>, field: string, part: IsoPart, id: number) {
-	let artifact: { status: string; key: string | null; error: string | null };
+interface PartArtifact {
+	status: string;
+	key: string | null;
+	error: string | null;
+}
+
+async function artifactOf(call: (action: string, params: { id: number }) => Promise<PartArtifact>, field: string, part: IsoPart, id: number) {
+	let artifact: PartArtifact;
 	try {
 		artifact = await call(`${part.service}.artifact`, { id });
 	} catch (err) {
@@ -82,7 +91,7 @@ async function artifactOf(call: (action: string, params: unknown) => Promise<any
 }
 
 /** POST-time checks: each part once (URL or id), URL schemes and literal addresses, ids done. */
-export async function validateParts(inputs: Record<string, any>, ctx: Context | undefined, config: Config): Promise<void> {
+export async function validateParts(inputs: PartInputs, ctx: Context | undefined, config: Config): Promise<void> {
 	const store = storeFor(config);
 	for (const name of PART_NAMES) {
 		const part: IsoPart = ISO_PARTS[name];
@@ -93,12 +102,12 @@ export async function validateParts(inputs: Record<string, any>, ctx: Context | 
 			if (part.required) invalid(`${name}Url`, `is required (or ${name}Id)`);
 			continue;
 		}
-		if (url !== undefined && store.keyOfUrl(url) === null) {
+		if (url !== undefined && url !== null && store.keyOfUrl(url) === null) {
 			const problem = urlProblem(url);
 			if (problem) invalid(`${name}Url`, problem);
 		}
-		if (id !== undefined && ctx) {
-			await artifactOf((a, p) => ctx.call(a, p), `${name}Id`, part, id);
+		if (id !== undefined && id !== null && ctx) {
+			await artifactOf((a, p) => ctx.call<PartArtifact, { id: number }>(a, p), `${name}Id`, part, id);
 			if (part.platforms) await checkPlatform(ctx, `${name}Id`, part, id);
 		}
 	}
@@ -123,7 +132,7 @@ export function peMachine(head: Buffer): number | null {
 const machineName = (machine: number) => Object.entries(EFI_ARCHES).find(([, a]) => a.machine === machine)?.[0] ?? `machine 0x${machine.toString(16)}`;
 
 /** Build time: an EFI part (by id or any URL) must be a PE image for its architecture. */
-export async function checkEfiBinary(name: IsoPartName, inputs: Record<string, any>, file: string): Promise<void> {
+export async function checkEfiBinary(name: IsoPartName, inputs: PartInputs, file: string): Promise<void> {
 	const arch = (ISO_PARTS[name] as IsoPart).efiArch;
 	if (!arch) return;
 	const field = inputs[`${name}Id`] != null ? `${name}Id` : `${name}Url`;
@@ -142,7 +151,7 @@ export async function checkEfiBinary(name: IsoPartName, inputs: Record<string, a
 }
 
 /** Inputs made only of store artifacts (by id or own URL) cannot change under us: cacheable. */
-export function partsAreImmutable(inputs: Record<string, any>, config: Config): boolean {
+export function partsAreImmutable(inputs: PartInputs, config: Config): boolean {
 	const store = storeFor(config);
 	return PART_NAMES.every((name) => {
 		const url = inputs[`${name}Url`];
@@ -153,16 +162,16 @@ export function partsAreImmutable(inputs: Record<string, any>, config: Config): 
 /** Fetch one part to `file`: from the store when it is ours (id or own URL), else over http(s). */
 export async function fetchPart(
 	name: IsoPartName,
-	inputs: Record<string, any>,
+	inputs: PartInputs,
 	file: string,
 	env: { store: ObjectStore; broker: ServiceBroker; signal: AbortSignal },
 ): Promise<boolean> {
 	const part: IsoPart = ISO_PARTS[name];
-	const url: string | null | undefined = inputs[`${name}Url`];
-	const id: number | null | undefined = inputs[`${name}Id`];
+	const url = inputs[`${name}Url`];
+	const id = inputs[`${name}Id`];
 	if (id !== null && id !== undefined) {
 		const field = `${name}Id`;
-		const artifact = await artifactOf((a, p) => env.broker.call(a, p), field, part, id).catch((err) => {
+		const artifact = await artifactOf((a, p) => env.broker.call<PartArtifact, { id: number }>(a, p), field, part, id).catch((err) => {
 			// The part changed since POST (deleted, or its service went away): retrying will not help.
 			if (err instanceof Errors.MoleculerClientError) permanentFailure(err.message);
 			throw err;

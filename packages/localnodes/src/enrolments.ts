@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, entityMixin, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, defineService, entityMixin, respondCreated, type EntityMethods, type EntityVars, type RequestMeta } from "@clusterplatform/core";
 
 const TOKEN_PREFIX = "cpe_";
 
@@ -18,7 +18,14 @@ export type EnrolmentCheck = "enrolled" | "not-required" | "refused";
  * site's registrations without it are refused; either way an enrolled registration may pin the
  * node's SSH host key (it comes from a host that holds the site's secret).
  */
-export const EnrolmentsService: ServiceSchema = {
+/** A site's enrolment: whether it is required, and its token's SHA-256 (the token itself is not kept). */
+interface EnrolmentColumns {
+	artifactId: string;
+	required: boolean;
+	tokenSha256: string;
+}
+
+export const EnrolmentsService: ServiceSchema = defineService<EntityMethods<EnrolmentColumns>, EntityVars<EnrolmentColumns>>({
 	name: "enrolments",
 	mixins: [
 		entityMixin({
@@ -37,7 +44,7 @@ export const EnrolmentsService: ServiceSchema = {
 		update: { params: { artifactId: { type: "forbidden", messages: { forbidden: "The 'artifactId' field cannot change: an enrolment belongs to its site (DELETE it and create another)." } } } },
 		create: {
 			description: "Make a site's enrolment token; the answer carries the token, shown this once",
-			async handler(this: any, ctx: Context<{ artifactId: string; required?: boolean }, RequestMeta>) {
+			async handler(ctx: Context<{ artifactId: string; required?: boolean }, RequestMeta>) {
 				if (await this.adapter.findOne({ where: { artifactId: ctx.params.artifactId } })) {
 					throw new ConflictError(`site "${ctx.params.artifactId}" has an enrolment already: DELETE it to make a new token`, { field: "artifactId" });
 				}
@@ -50,7 +57,7 @@ export const EnrolmentsService: ServiceSchema = {
 		check: {
 			visibility: "public",
 			params: { artifactId: "string", token: { type: "string", optional: true, max: 200 } },
-			async handler(this: any, ctx: Context<{ artifactId: string; token?: string }>): Promise<EnrolmentCheck> {
+			async handler(ctx: Context<{ artifactId: string; token?: string }>): Promise<EnrolmentCheck> {
 				const row = await this.adapter.findOne({ where: { artifactId: ctx.params.artifactId } });
 				if (!row) return "not-required";
 				if (ctx.params.token !== undefined && timingSafeEqual(sha256(ctx.params.token), Buffer.from(row.tokenSha256, "hex"))) return "enrolled";
@@ -58,4 +65,4 @@ export const EnrolmentsService: ServiceSchema = {
 			},
 		},
 	},
-};
+});

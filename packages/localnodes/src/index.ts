@@ -1,11 +1,34 @@
 import net from "node:net";
 import { PassThrough, type Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConflictError, DataTypes, ID_PARAM, Op, RateLimiter, UnavailableError, configOf, rateKeyOf, entityMixin, invalid, mayActForSite, respondCreated, textParam, type Caller, type RequestMeta } from "@clusterplatform/core";
+import {
+	ARTIFACT_ID_PARAM,
+	BOOLEAN_PARAM,
+	ConflictError,
+	DataTypes,
+	ID_PARAM,
+	Op,
+	RateLimiter,
+	UnavailableError,
+	configOf,
+	defineService,
+	rateKeyOf,
+	entityMixin,
+	invalid,
+	mayActForSite,
+	respondCreated,
+	textParam,
+	type Caller,
+	type EntityJson,
+	type EntityMethods,
+	type EntityVars,
+	type RequestMeta,
+} from "@clusterplatform/core";
 import { HOST_KEY_FINGERPRINT, WORKER_SERVICE, checkPrivateKey, fingerprint, type ScriptRecord, type ScriptResult } from "@clusterplatform/distributor";
 import type { EnrolmentCheck } from "./enrolments";
+import { Reachability } from "./reachability";
 
 /** Addresses no node has: a registration naming one would point scripts at nobody, or everybody. */
 const NO_NODE = new net.BlockList();
@@ -68,11 +91,8 @@ const REACHABILITY_INTERVAL_MS = 30_000;
 const REACHABILITY_COALESCE_MS = 1000;
 /** Batches (of REACH_BATCH nodes) one site gets in one pass: a pass's work is bounded whatever the fleet's size. */
 const REACH_BATCHES_PER_PASS = 4;
-/** Sites, and re-registered nodes, remembered as due for the next pass; beyond these the schedule catches them up. */
-const DUE_SITES_MAX = 1024;
-const DUE_NODES_MAX = 8192;
-/** Sites of online distributors one scheduled pass goes through. */
-const SITES_PER_PASS_MAX = 1024;
+/** Sites of online distributors one scheduled pass goes through; the next pass goes on with the next ones. */
+const SITES_PER_PASS = 1024;
 /** A node counts as reachable when its SSH port answers within this. */
 const REACH_TIMEOUT_MS = 1500;
 const SCRIPT_TIMEOUT_DEFAULT_S = 300;
@@ -103,13 +123,59 @@ interface Registration {
 
 type LocalnodeMeta = RequestMeta & { caller?: Caller | null; remoteAddress?: string };
 
-interface NodeRow {
-	id: number;
+/** A localnodes row's own columns. */
+interface LocalnodeColumns {
 	ip: string;
 	artifactId: string;
 	pingable: boolean;
-	sshPort: number;
+	/** null until a distributor of the site has checked. */
+	reachable: boolean | null;
+	reachableCheckedAt: Date | null;
 	hostKey: string | null;
+	sshPort: number;
+}
+
+type NodeRow = Pick<LocalnodeColumns, "ip" | "artifactId" | "pingable" | "sshPort" | "hostKey"> & { id: number };
+
+/** What a reachability pass reads of a node. */
+type ReachTarget = Pick<NodeRow, "id" | "ip" | "sshPort">;
+
+type PassKind = "due" | "schedule";
+
+type ScriptOutcome = Pick<ScriptResult, "code" | "signal" | "stdout" | "stderr">;
+
+interface LocalnodesSettings extends ServiceSettingSchema {
+	reachabilityIntervalMs: number;
+	reachabilityCoalesceMs: number;
+	reachBatchesPerPass: number;
+	sitesPerPass: number;
+}
+
+interface LocalnodesMethods extends EntityMethods<LocalnodeColumns> {
+	refuseLoopback(ip: string): void;
+	registrationStanding(ctx: Context<Registration, LocalnodeMeta>): Promise<boolean>;
+	limitRegistrations(ctx: Context<Registration, LocalnodeMeta>): void;
+	registerAgain(ctx: Context<Registration, LocalnodeMeta>, row: NodeRow, enrolled: boolean): Promise<object>;
+	registrationReply(ctx: Context<Registration, LocalnodeMeta>, row: EntityJson<LocalnodeColumns>): object;
+	presentedHostKey(ctx: Context, node: NodeRow, nodeID?: string): Promise<string>;
+	hostKeyToAccept(ctx: Context<ScriptRequest>, node: NodeRow, nodeID: string): Promise<string>;
+	streamScript(ctx: Context<ScriptRequest, RequestMeta>, node: NodeRow & { hostKey: string }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable>;
+	beginAudit(ctx: Context<ScriptRequest>, node: { id: number; ip: string; artifactId: string }): Promise<{ id: number }>;
+	privateKeyFor(ctx: Context<ScriptRequest>, artifactId: string): Promise<string>;
+	distributorOf(ctx: Context, artifactId: string): Promise<string>;
+	reachabilityDue(artifactId: string, id?: number): void;
+	scheduleReachability(): void;
+	refreshReachability(kind?: PassKind): Promise<void>;
+	reachabilityPass(kind: PassKind): Promise<void>;
+	onlineSites(): Promise<string[]>;
+	checkSite(artifactId: string, nodeID: string, ids: Set<number>, stale: boolean): Promise<boolean>;
+}
+
+interface LocalnodesVars extends EntityVars<LocalnodeColumns> {
+	reachability: Reachability;
+	reachabilityTimer?: NodeJS.Timeout;
+	/** Registrations per source, made at the first one. */
+	registrations?: RateLimiter;
 }
 
 /** The most nodes one reachability call asks a distributor about (its `reach` action's bound). */
@@ -127,7 +193,7 @@ const REGISTRATION_PARAMS = { ip: IP_PARAM, artifactId: ARTIFACT_ID_PARAM, pinga
  * `reachable` is checked in the background from the site's distributor (its SSH port answers);
  * PUT /:id/script runs a script as root on the node over SSH from that distributor.
  */
-export const LocalnodesService: ServiceSchema = {
+export const LocalnodesService: ServiceSchema = defineService<LocalnodesMethods, LocalnodesVars, LocalnodesSettings>({
 	name: "localnodes",
 	mixins: [
 		entityMixin({
@@ -155,10 +221,10 @@ export const LocalnodesService: ServiceSchema = {
 			},
 		}),
 	],
-	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS, reachabilityCoalesceMs: REACHABILITY_COALESCE_MS, reachBatchesPerPass: REACH_BATCHES_PER_PASS },
+	settings: { reachabilityIntervalMs: REACHABILITY_INTERVAL_MS, reachabilityCoalesceMs: REACHABILITY_COALESCE_MS, reachBatchesPerPass: REACH_BATCHES_PER_PASS, sitesPerPass: SITES_PER_PASS },
 	hooks: {
 		before: {
-			update(this: any, ctx: Context<{ ip?: string }>) {
+			update(ctx: Context<{ ip?: string }>) {
 				if (ctx.params.ip === undefined) return;
 				ctx.params.ip = canonicalIp(ctx.params.ip);
 				this.refuseLoopback(ctx.params.ip);
@@ -166,7 +232,7 @@ export const LocalnodesService: ServiceSchema = {
 		},
 		after: {
 			// An operator moved the node (address or SSH port): it is checked in the next pass.
-			update(this: any, _ctx: Context, row: { id: number; artifactId: string }) {
+			update(_ctx: Context, row: { id: number; artifactId: string }) {
 				this.reachabilityDue(row.artifactId, row.id);
 				return row;
 			},
@@ -175,8 +241,26 @@ export const LocalnodesService: ServiceSchema = {
 	actions: {
 		create: {
 			description: "A node registers itself (its post-boot script; no token needed). Registering again never changes where scripts go (sshPort) unless an operator does it; a site with a required enrolment takes only registrations carrying its enrolmentToken",
-			params: { ...REGISTRATION_PARAMS, hostKey: HOST_KEY_PARAM, enrolmentToken: { type: "string", optional: true, max: 200 }, $$strict: true },
-			async handler(this: any, ctx: Context<Registration, LocalnodeMeta>) {
+			params: { ...REGISTRATION_PARAMS, hostKey: HOST_KEY_PARAM, enrolmentToken: { type: "string", optional: true, max: 200 }, machineToken: { type: "string", optional: true, max: 200 }, mac: { type: "string", optional: true, max: 64 }, $$strict: true },
+			// Machines (packages/machines): a machine's registration token is checked and used up before anything is
+			// written (wrong or replayed: 401); the node is linked to its machine after, by that token or else by MAC.
+			hooks: {
+				async before(ctx: Context<Registration & { machineToken?: string | null; mac?: string | null }, LocalnodeMeta>) {
+					// A query string's empty or a JSON null is no token and no MAC (fastest-validator's `optional` lets null through).
+					const token = ctx.params.machineToken ?? undefined;
+					const mac = ctx.params.mac ?? undefined;
+					if (!this.broker.registry.getActionEndpoints("machines.admitRegistration")?.hasAvailable()) {
+						if (token !== undefined) throw new UnavailableError("the machines service is not running: a machineToken cannot be checked");
+						return;
+					}
+					ctx.locals.machine = await ctx.call("machines.admitRegistration", { token, mac, operator: Boolean(ctx.meta.caller && !ctx.meta.caller.readOnly) });
+				},
+				async after(ctx: Context<unknown, LocalnodeMeta>, reply: { id: number }) {
+					if (ctx.locals.machine) await ctx.call("machines.linkLocalnode", { ...ctx.locals.machine, localnodeId: reply.id }).catch((err: Error) => this.logger.warn(`localnode ${reply.id} registered, but not linked to its machine: ${err.message}`));
+					return reply;
+				},
+			},
+			async handler(ctx: Context<Registration, LocalnodeMeta>) {
 				ctx.params.ip = canonicalIp(ctx.params.ip);
 				const { ip, artifactId } = ctx.params;
 				this.refuseLoopback(ip);
@@ -195,6 +279,7 @@ export const LocalnodesService: ServiceSchema = {
 					// Two registrations raced; the unique index kept one row: this one registers again.
 					if ((err as Error).name !== "SequelizeUniqueConstraintError") throw err;
 					const row = await this.adapter.findOne({ where: { ip, artifactId } });
+					if (!row) throw err;
 					return this.registerAgain(ctx, row.get({ plain: true }), enrolled);
 				}
 			},
@@ -203,7 +288,7 @@ export const LocalnodesService: ServiceSchema = {
 			rest: "GET /:id/hostkey",
 			description: "The node's recorded host key and the one its SSH server presents now (read through its site's distributor), to compare before accepting it",
 			params: { id: ID_PARAM, $$strict: true },
-			async handler(this: any, ctx: Context<{ id: number }>) {
+			async handler(ctx: Context<{ id: number }>) {
 				const node: NodeRow = (await this.findOrFail(ctx.params.id)).get({ plain: true });
 				return { id: node.id, recorded: node.hostKey, presented: await this.presentedHostKey(ctx, node) };
 			},
@@ -212,7 +297,7 @@ export const LocalnodesService: ServiceSchema = {
 			rest: "PUT /:id/hostkey",
 			description: "Accept the node's SSH host key (SHA256:… fingerprint or public key line): scripts go only to a node presenting it",
 			params: { id: ID_PARAM, hostKey: { type: "string", max: 16 * 1024 }, $$strict: true },
-			async handler(this: any, ctx: Context<{ id: number; hostKey: string }>) {
+			async handler(ctx: Context<{ id: number; hostKey: string }>) {
 				await this.findOrFail(ctx.params.id);
 				const row = await this.adapter.updateById(ctx.params.id, { $set: { hostKey: hostKeyFingerprint("hostKey", ctx.params.hostKey) } });
 				const json = await this.transformDocuments(ctx, {}, row);
@@ -234,17 +319,17 @@ export const LocalnodesService: ServiceSchema = {
 				timeout: { type: "number", integer: true, min: 1, max: 3600, convert: true, default: SCRIPT_TIMEOUT_DEFAULT_S },
 				$$strict: true,
 			},
-			async handler(this: any, ctx: Context<ScriptRequest, RequestMeta>): Promise<Pick<ScriptResult, "code" | "signal" | "stdout" | "stderr"> | Readable> {
-				const node = (await this.findOrFail(ctx.params.id)).get({ plain: true });
-				const privateKey = await this.privateKeyFor(ctx, node.artifactId);
-				const nodeID = await this.distributorOf(ctx, node.artifactId);
-				node.hostKey ??= await this.hostKeyToAccept(ctx, node, nodeID);
+			async handler(ctx: Context<ScriptRequest, RequestMeta>): Promise<ScriptOutcome | Readable> {
+				const row = (await this.findOrFail(ctx.params.id)).get({ plain: true });
+				const privateKey = await this.privateKeyFor(ctx, row.artifactId);
+				const nodeID = await this.distributorOf(ctx, row.artifactId);
+				const node = { ...row, hostKey: row.hostKey ?? (await this.hostKeyToAccept(ctx, row, nodeID)) };
 				const timeoutMs = ctx.params.timeout * 1000;
 				const audit = await this.beginAudit(ctx, node);
 				if (STREAM_ACCEPT.test(ctx.meta.accept ?? "")) return this.streamScript(ctx, node, { privateKey, nodeID, timeoutMs, auditId: audit.id });
 				let result: ScriptResult;
 				try {
-					result = await ctx.call(
+					result = await ctx.call<ScriptResult, object>(
 						`${WORKER_SERVICE}.runScript`,
 						{ ip: node.ip, port: node.sshPort, script: ctx.params.script, privateKey, expectedHostKey: node.hostKey, timeoutMs },
 						{ nodeID, timeout: timeoutMs + 15_000 },
@@ -260,14 +345,14 @@ export const LocalnodesService: ServiceSchema = {
 		},
 	},
 	methods: {
-		refuseLoopback(this: any, ip: string): void {
+		refuseLoopback(ip: string): void {
 			const address = unmapped(ip);
 			if (LOOPBACK.check(address, familyOf(address)) && !configOf(this.broker).allowLoopbackNodes) {
 				invalid("ip", "must not be a loopback address: the site's distributor would run scripts on itself (ALLOW_LOOPBACK_NODES=true for a lab of stand-in nodes)");
 			}
 		},
 		/** True for an operator's or an enrolled registration; refuses one a site's required enrolment lacks. */
-		async registrationStanding(this: any, ctx: Context<Registration, LocalnodeMeta>): Promise<boolean> {
+		async registrationStanding(ctx: Context<Registration, LocalnodeMeta>): Promise<boolean> {
 			const caller = ctx.meta.caller;
 			if (caller && !caller.readOnly) return true;
 			// No enrolments service in this cluster: no site can require enrolment. One that is there and
@@ -280,7 +365,7 @@ export const LocalnodesService: ServiceSchema = {
 			return standing === "enrolled";
 		},
 		/** Registrations not made by an operator, counted per source (enrolled ones too: the token is only as secret as the post-boot script). */
-		limitRegistrations(this: any, ctx: Context<Registration, LocalnodeMeta>): void {
+		limitRegistrations(ctx: Context<Registration, LocalnodeMeta>): void {
 			if (ctx.meta.caller && !ctx.meta.caller.readOnly) return;
 			const { burst, perSecond } = configOf(this.broker).registrationLimit;
 			this.registrations ??= new RateLimiter(burst, perSecond);
@@ -296,7 +381,7 @@ export const LocalnodesService: ServiceSchema = {
 		 * pingable, nothing more. Where its scripts go — its address and SSH port — and its host key
 		 * change only through an operator; an enrolled node pins its key only with the row it creates.
 		 */
-		async registerAgain(this: any, ctx: Context<Registration, LocalnodeMeta>, row: NodeRow, enrolled: boolean) {
+		async registerAgain(ctx: Context<Registration, LocalnodeMeta>, row: NodeRow, enrolled: boolean) {
 			const { pingable, sshPort, hostKey } = ctx.params;
 			const operator = Boolean(ctx.meta.caller && !ctx.meta.caller.readOnly);
 			if (sshPort !== undefined && sshPort !== row.sshPort && !operator) {
@@ -318,11 +403,11 @@ export const LocalnodesService: ServiceSchema = {
 			return this.registrationReply(ctx, json);
 		},
 		/** What a registering node is told: its row to an operator, its id and address to a node. */
-		registrationReply(this: any, ctx: Context<Registration, LocalnodeMeta>, row: NodeRow) {
+		registrationReply(ctx: Context<Registration, LocalnodeMeta>, row: EntityJson<LocalnodeColumns>) {
 			if (ctx.meta.caller) return row;
 			return { id: row.id, ip: row.ip, artifactId: row.artifactId, pingable: row.pingable, sshPort: row.sshPort, hostKeyAccepted: Boolean(row.hostKey) };
 		},
-		async presentedHostKey(this: any, ctx: Context, node: NodeRow, nodeID?: string): Promise<string> {
+		async presentedHostKey(ctx: Context, node: NodeRow, nodeID?: string): Promise<string> {
 			const site = nodeID ?? (await this.distributorOf(ctx, node.artifactId));
 			return ctx.call(`${WORKER_SERVICE}.hostKey`, { ip: node.ip, port: node.sshPort }, { nodeID: site, timeout: 20_000 });
 		},
@@ -331,7 +416,7 @@ export const LocalnodesService: ServiceSchema = {
 		 * the run (checked by the distributor against what the node presents); otherwise the run is
 		 * refused, showing the key the node presents, for the operator to compare and accept.
 		 */
-		async hostKeyToAccept(this: any, ctx: Context<ScriptRequest>, node: NodeRow, nodeID: string): Promise<string> {
+		async hostKeyToAccept(ctx: Context<ScriptRequest>, node: NodeRow, nodeID: string): Promise<string> {
 			if (ctx.params.hostKey) return hostKeyFingerprint("hostKey", ctx.params.hostKey);
 			const presented = await this.presentedHostKey(ctx, node, nodeID).catch((err: Error) => `unknown (${err.message})`);
 			throw new ConflictError(
@@ -344,7 +429,7 @@ export const LocalnodesService: ServiceSchema = {
 		 * send Accept: application/x-ndjson. The run is audited as the buffered one: begun before,
 		 * finished with the last record's exit status (or the error that ended the stream).
 		 */
-		async streamScript(this: any, ctx: Context<ScriptRequest, RequestMeta>, node: NodeRow & { hostKey: string }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
+		async streamScript(ctx: Context<ScriptRequest, RequestMeta>, node: NodeRow & { hostKey: string }, run: { privateKey: string; nodeID: string; timeoutMs: number; auditId: number }): Promise<Readable> {
 			let upstream: Readable;
 			try {
 				upstream = await ctx.call(
@@ -408,7 +493,7 @@ export const LocalnodesService: ServiceSchema = {
 			return relay;
 		},
 		/** Log the run before it starts: a run that cannot be audited does not happen. */
-		async beginAudit(this: any, ctx: Context<ScriptRequest>, node: { id: number; ip: string; artifactId: string }): Promise<{ id: number }> {
+		async beginAudit(ctx: Context<ScriptRequest>, node: { id: number; ip: string; artifactId: string }): Promise<{ id: number }> {
 			try {
 				return await ctx.call("scriptruns.begin", { localnodeId: node.id, ip: node.ip, artifactId: node.artifactId, script: ctx.params.script });
 			} catch (err) {
@@ -417,7 +502,7 @@ export const LocalnodesService: ServiceSchema = {
 			}
 		},
 		/** The key named in the request, or else the newest private key stored for the node's site. */
-		async privateKeyFor(this: any, ctx: Context<ScriptRequest>, artifactId: string): Promise<string> {
+		async privateKeyFor(ctx: Context<ScriptRequest>, artifactId: string): Promise<string> {
 			if (ctx.params.privateKey) {
 				// A key that is no key is the request's fault (422), before anything asks the node.
 				checkPrivateKey("privateKey", ctx.params.privateKey);
@@ -436,7 +521,7 @@ export const LocalnodesService: ServiceSchema = {
 			}
 		},
 		/** The node of an online distributor of the site; 503 when there is none. */
-		async distributorOf(this: any, ctx: Context, artifactId: string): Promise<string> {
+		async distributorOf(ctx: Context, artifactId: string): Promise<string> {
 			try {
 				const { nodeID } = await ctx.call<{ nodeID: string }, { artifactId: string }>("distributors.siteNode", { artifactId });
 				// The site's secrets go only to a node of that site (core/bus.ts), whoever answered.
@@ -450,25 +535,15 @@ export const LocalnodesService: ServiceSchema = {
 		/**
 		 * Mark a site as due for a reachability pass (and a re-registered node as due within it), and
 		 * schedule one pass for the burst: O(1) per registration, whatever the fleet's size. What is
-		 * remembered is bounded (DUE_SITES_MAX, DUE_NODES_MAX); whatever does not fit is checked by
-		 * the site's scheduled pass (never-checked nodes first, then the stalest).
+		 * remembered is bounded (see Reachability.markDue); whatever does not fit is checked by the
+		 * site's scheduled pass (never-checked nodes first, then the stalest).
 		 */
-		reachabilityDue(this: any, artifactId: string, id?: number): void {
-			const state = this.reachability;
-			let ids: Set<number> | undefined = state.due.get(artifactId);
-			if (!ids) {
-				if (state.due.size >= DUE_SITES_MAX) return;
-				ids = new Set<number>();
-				state.due.set(artifactId, ids);
-			}
-			if (id !== undefined && state.dueNodes < DUE_NODES_MAX && !ids.has(id)) {
-				ids.add(id);
-				state.dueNodes++;
-			}
+		reachabilityDue(artifactId: string, id?: number): void {
+			this.reachability.markDue(artifactId, id);
 			this.scheduleReachability();
 		},
 		/** One pass for everything due, `reachabilityCoalesceMs` after the first registration of a burst (or after the pass in flight). */
-		scheduleReachability(this: any): void {
+		scheduleReachability(): void {
 			const state = this.reachability;
 			if (state.timer || state.run || state.stopping) return;
 			state.timer = setTimeout(() => {
@@ -481,7 +556,7 @@ export const LocalnodesService: ServiceSchema = {
 		 * with an online distributor. One pass at a time, never on a request's path; each site's work
 		 * in a pass is at most `reachBatchesPerPass` batches of REACH_BATCH nodes.
 		 */
-		async refreshReachability(this: any, kind: "due" | "schedule" = "schedule"): Promise<void> {
+		async refreshReachability(kind: PassKind = "schedule"): Promise<void> {
 			const state = this.reachability;
 			if (state.run) return state.run;
 			state.run = this.reachabilityPass(kind)
@@ -492,23 +567,18 @@ export const LocalnodesService: ServiceSchema = {
 				});
 			return state.run;
 		},
-		async reachabilityPass(this: any, kind: "due" | "schedule"): Promise<void> {
+		async reachabilityPass(kind: PassKind): Promise<void> {
 			const state = this.reachability;
-			const due: Map<string, Set<number>> = state.due;
-			state.due = new Map();
-			state.dueNodes = 0;
+			const due = state.takeDue();
 			// Without a distributors manager in the cluster there is nobody to check from: the nodes stay
 			// never-checked, and the first scheduled pass with a distributor online takes them first.
 			if (!this.adapter?.model || !this.broker.registry.getActionEndpoints("distributors.siteNode")?.hasAvailable()) return;
 			state.stats.passes++;
 			const checkedBefore = state.stats.nodesChecked;
 			const sites = new Map<string, Set<number>>(due);
-			if (kind === "schedule") {
-				const online: { artifactId: string }[] = await this.broker.call("distributors.find", { query: { online: true }, fields: ["artifactId"], limit: SITES_PER_PASS_MAX }).catch(() => []);
-				for (const { artifactId } of online) if (!sites.has(artifactId)) sites.set(artifactId, new Set());
-			}
+			if (kind === "schedule") for (const artifactId of await this.onlineSites()) if (!sites.has(artifactId)) sites.set(artifactId, new Set());
 			for (const [artifactId, ids] of sites) {
-				const site = await this.broker.call("distributors.siteNode", { artifactId }).catch(() => null);
+				const site = await this.broker.call<{ nodeID: string }, { artifactId: string }>("distributors.siteNode", { artifactId }).catch(() => null);
 				// No distributor of the site online: nothing to check from (its schedule takes the nodes later).
 				if (!site) continue;
 				// One site's failure (its distributor gone mid-check) costs only that site's pass: it is due again.
@@ -522,16 +592,35 @@ export const LocalnodesService: ServiceSchema = {
 			state.stats.largestPass = Math.max(state.stats.largestPass, state.stats.nodesChecked - checkedBefore);
 		},
 		/**
+		 * The next `sitesPerPass` sites with an online distributor (in the distributors' id order): a
+		 * scheduled pass takes one page and the next pass the page after it, back to the first after
+		 * the last, so every site gets its turn however many there are.
+		 */
+		async onlineSites(): Promise<string[]> {
+			const state = this.reachability;
+			const limit = this.settings.sitesPerPass;
+			const page = (offset: number) =>
+				this.broker.call<{ artifactId: string }[], object>("distributors.find", { query: { online: true }, fields: ["artifactId"], sort: "id", offset, limit }).catch(() => []);
+			let online = await page(state.sitesOffset);
+			// Sites went offline since the last page: start again from the first.
+			if (online.length === 0 && state.sitesOffset > 0) {
+				state.sitesOffset = 0;
+				online = await page(0);
+			}
+			state.advanceSites(online.length, limit);
+			return online.map((row) => row.artifactId);
+		},
+		/**
 		 * One site's bounded batch: the nodes named (re-registered), then never-checked ones, then (on
 		 * the schedule) those whose check is older than the interval, stalest first; all through the
 		 * (artifactId, reachableCheckedAt, id) index. True when never-checked nodes were left over.
 		 */
-		async checkSite(this: any, artifactId: string, nodeID: string, ids: Set<number>, stale: boolean): Promise<boolean> {
+		async checkSite(artifactId: string, nodeID: string, ids: Set<number>, stale: boolean): Promise<boolean> {
 			const model = this.adapter.model;
 			const budget = REACH_BATCH * this.settings.reachBatchesPerPass;
 			const attributes = ["id", "ip", "sshPort"];
-			const nodes = new Map<number, { id: number; ip: string; sshPort: number }>();
-			const take = (rows: { id: number; ip: string; sshPort: number }[]) => {
+			const nodes = new Map<number, ReachTarget>();
+			const take = (rows: ReachTarget[]) => {
 				for (const row of rows) if (nodes.size < budget) nodes.set(row.id, row);
 			};
 			if (ids.size > 0) take(await model.findAll({ where: { artifactId, id: { [Op.in]: [...ids].slice(0, budget) } }, attributes, raw: true }));
@@ -547,13 +636,13 @@ export const LocalnodesService: ServiceSchema = {
 				take(await model.findAll({ where: { artifactId, reachableCheckedAt: { [Op.lt]: cutoff } }, order: [["reachableCheckedAt", "ASC"], ["id", "ASC"]], limit: budget - nodes.size, attributes, raw: true }));
 			}
 			this.reachability.stats.rowsRead += nodes.size;
-			const byPort = new Map<number, { id: number; ip: string }[]>();
+			const byPort = new Map<number, ReachTarget[]>();
 			for (const node of nodes.values()) byPort.set(node.sshPort, [...(byPort.get(node.sshPort) ?? []), node]);
 			for (const [port, onPort] of byPort) {
 				// In batches the distributor's `reach` takes: one site's fleet never fails the whole check.
 				for (let at = 0; at < onPort.length; at += REACH_BATCH) {
 					const batch = onPort.slice(at, at + REACH_BATCH);
-					const reached: Record<string, boolean> = await this.broker.call(`${WORKER_SERVICE}.reach`, { ips: [...new Set(batch.map((n) => n.ip))], port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
+					const reached = await this.broker.call<Record<string, boolean>, object>(`${WORKER_SERVICE}.reach`, { ips: [...new Set(batch.map((n) => n.ip))], port, timeoutMs: REACH_TIMEOUT_MS }, { nodeID, timeout: REACH_TIMEOUT_MS + 10_000 });
 					this.reachability.stats.reachCalls++;
 					this.reachability.stats.nodesChecked += batch.length;
 					const now = new Date();
@@ -566,27 +655,19 @@ export const LocalnodesService: ServiceSchema = {
 			return more;
 		},
 	},
-	created(this: any) {
-		this.reachability = {
-			due: new Map<string, Set<number>>(),
-			dueNodes: 0,
-			timer: null as NodeJS.Timeout | null,
-			run: null as Promise<void> | null,
-			stopping: false,
-			/** What the passes did, for tests and the bench: work per registration stays bounded. */
-			stats: { passes: 0, reachCalls: 0, nodesChecked: 0, rowsRead: 0, largestPass: 0 },
-		};
+	created() {
+		this.reachability = new Reachability();
 	},
-	started(this: any) {
+	started() {
 		this.reachabilityTimer = setInterval(() => void this.refreshReachability("schedule"), this.settings.reachabilityIntervalMs);
 	},
-	async stopped(this: any) {
+	async stopped() {
 		this.reachability.stopping = true;
 		clearInterval(this.reachabilityTimer);
-		clearTimeout(this.reachability.timer);
+		clearTimeout(this.reachability.timer ?? undefined);
 		await this.reachability.run;
 	},
-};
+});
 
 export { ScriptRunsService } from "./scriptruns";
 export { EnrolmentsService, type EnrolmentCheck } from "./enrolments";

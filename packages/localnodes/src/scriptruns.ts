@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { DataTypes, ID_PARAM, entityMixin, type Caller } from "@clusterplatform/core";
+import { DataTypes, ID_PARAM, defineService, entityMixin, type Caller, type EntityMethods, type EntityVars } from "@clusterplatform/core";
 
 export interface ScriptRunStart {
 	localnodeId: number;
@@ -22,7 +22,22 @@ export interface ScriptRunEnd {
  * cannot be logged does not start) and when it ends; readable with a token, never changed or
  * deleted through the API. The script itself is not kept (it may carry secrets): its SHA-256 is.
  */
-export const ScriptRunsService: ServiceSchema = {
+/** A run's row: who ran which script (its hash) on which node, and how it ended. */
+interface ScriptRunColumns {
+	caller: string;
+	localnodeId: number;
+	ip: string;
+	artifactId: string;
+	scriptSha256: string;
+	scriptBytes: number;
+	status: "running" | "done" | "failed";
+	code: number | null;
+	signal: string | null;
+	error: string | null;
+	finishedAt: Date | null;
+}
+
+export const ScriptRunsService: ServiceSchema = defineService<EntityMethods<ScriptRunColumns>, EntityVars<ScriptRunColumns>>({
 	name: "scriptruns",
 	mixins: [
 		entityMixin({
@@ -60,7 +75,7 @@ export const ScriptRunsService: ServiceSchema = {
 		begin: {
 			visibility: "public",
 			params: { localnodeId: ID_PARAM, ip: "string", artifactId: "string", script: "string" },
-			async handler(this: any, ctx: Context<ScriptRunStart, { caller?: Caller | null }>) {
+			async handler(ctx: Context<ScriptRunStart, { caller?: Caller | null }>) {
 				const row = await this.adapter.insert({
 					caller: ctx.meta.caller?.name ?? "anonymous",
 					localnodeId: ctx.params.localnodeId,
@@ -80,7 +95,7 @@ export const ScriptRunsService: ServiceSchema = {
 				signal: { type: "string", optional: true, nullable: true },
 				error: { type: "string", optional: true, nullable: true },
 			},
-			async handler(this: any, ctx: Context<ScriptRunEnd>) {
+			async handler(ctx: Context<ScriptRunEnd>) {
 				const failed = ctx.params.error != null;
 				await this.adapter.updateById(ctx.params.id, {
 					$set: { status: failed ? "failed" : "done", code: ctx.params.code, signal: ctx.params.signal ?? null, error: ctx.params.error?.slice(0, 2000) ?? null, finishedAt: new Date() },
@@ -88,4 +103,4 @@ export const ScriptRunsService: ServiceSchema = {
 			},
 		},
 	},
-};
+});

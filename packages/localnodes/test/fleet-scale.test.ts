@@ -1,14 +1,17 @@
 import { eventually } from "@clusterplatform/test-kit/ports";
 import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import type { Model, ModelStatic, Sequelize } from "sequelize";
+import type { Reachability, ReachabilityStats } from "../src/reachability";
 
 const SITE = `fleet-${process.pid}`;
 
-interface ReachabilityStats {
-	passes: number;
-	reachCalls: number;
-	nodesChecked: number;
-	rowsRead: number;
-	largestPass: number;
+/** What these tests read and drive of the localnodes service in the provisioner's process. */
+interface LocalnodesInProcess {
+	reachability: Reachability;
+	reachabilityTimer: NodeJS.Timeout;
+	settings: { reachBatchesPerPass: number; sitesPerPass: number };
+	refreshReachability(kind: "due" | "schedule"): Promise<void>;
+	adapter: { db: Sequelize; model: ModelStatic<Model> };
 }
 
 /** The n-th stand-in node's loopback address (ALLOW_LOOPBACK_NODES): 127.1.0.1, 127.1.0.2, … */
@@ -21,8 +24,7 @@ const loopback = (n: number) => `127.${1 + Math.floor(n / 65536)}.${Math.floor(n
  */
 describe.each(DATABASES)("localnodes at fleet scale on %s", (database) => {
 	let provisioner: TestProvisioner;
-	// eslint-disable-next-line @typescript-eslint/no-explicit-any
-	let service: any;
+	let service: LocalnodesInProcess;
 	const stats = (): ReachabilityStats => ({ ...service.reachability.stats });
 	const register = (ip: string, site = SITE) => fetch(`${provisioner.baseUrl}/api/localnodes?ip=${ip}&artifactId=${site}&pingable=true`, { method: "POST" });
 	/** Rows written straight into the table: a fleet that is there already. */
@@ -38,7 +40,7 @@ describe.each(DATABASES)("localnodes at fleet scale on %s", (database) => {
 			services: ["gateway", "localnodes", "scriptruns", "boots", "enrolments", "distributors", "distributor-worker"],
 			env: { CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID: SITE, ALLOW_LOOPBACK_NODES: "true", REGISTRATION_BURST: "10000", REGISTRATION_RATE: "1000" },
 		});
-		service = provisioner.broker.getLocalService("localnodes");
+		service = provisioner.broker.getLocalService("localnodes") as unknown as LocalnodesInProcess;
 		// The 30-second schedule would add its own passes at any moment: its pass is run by hand below.
 		clearInterval(service.reachabilityTimer);
 		// The site's distributor is online: reachability is checked from it.
@@ -59,12 +61,14 @@ describe.each(DATABASES)("localnodes at fleet scale on %s", (database) => {
 		for (const field of ["ip", "localnodeId", "artifactId"]) expect(scriptruns).toContainEqual({ unique: false, fields: [field] });
 		const boots = await indexes("boots");
 		for (const field of ["ip", "mac", "artifactId"]) expect(boots).toContainEqual({ unique: false, fields: [field] });
-		// The lists' substring search (LIKE '%…%') by address and MAC: trigram indexes, PostgreSQL's only.
+		// The lists' substring search (LIKE '%…%') by address and MAC: trigram indexes — pg_trgm GIN
+		// indexes on PostgreSQL, FTS5 trigram tables kept by triggers on SQLite (core/text-search.ts).
 		const trigram = database === "postgres"
-			? ((await service.adapter.db.query("SELECT indexname FROM pg_indexes WHERE indexdef LIKE '%USING gin%gin_trgm_ops%' ORDER BY indexname"))[0] as { indexname: string }[]).map((r) => r.indexname)
-			: [];
-		expect(trigram).toEqual(database === "postgres" ? ["boots_ip_search", "boots_mac_search", "localnodes_ip_search", "scriptruns_ip_search"] : []);
-		if (database === "sqlite") for (const table of ["localnodes", "scriptruns", "boots"]) expect((await described(table)).map((i) => i.name)).not.toContainEqual(expect.stringMatching(/_search$/));
+			? ((await service.adapter.db.query("SELECT indexname AS name FROM pg_indexes WHERE indexdef LIKE '%USING gin%gin_trgm_ops%' ORDER BY indexname"))[0] as { name: string }[])
+			: ((await service.adapter.db.query("SELECT name FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%fts5(%trigram%' ORDER BY name"))[0] as { name: string }[]);
+		expect(trigram.map((r) => r.name)).toEqual(
+			database === "postgres" ? ["boots_ip_search", "boots_mac_search", "localnodes_ip_search", "scriptruns_ip_search"] : ["boots_fts_ip", "boots_fts_mac", "localnodes_fts_ip", "scriptruns_fts_ip"],
+		);
 	});
 
 	it("checks a burst of new registrations in one pass that reads only them, not the site's fleet", async () => {
@@ -130,7 +134,39 @@ describe.each(DATABASES)("localnodes at fleet scale on %s", (database) => {
 		const left = await service.adapter.model.count({ where: { artifactId: SITE, reachableCheckedAt: hourAgo } });
 		expect(left).toBe(6000 - budget);
 		const first = await service.adapter.model.findOne({ where: { ip: loopback(60_000), artifactId: SITE } });
-		const row = await (await provisioner.api(`/localnodes/${first.id}`)).json();
+		const row = await (await provisioner.api(`/localnodes/${first!.get("id")}`)).json();
 		expect(new Date(row.reachableCheckedAt).getTime()).toBeGreaterThan(hourAgo.getTime());
+	}, 60_000);
+
+	it("gives every online site its turn when there are more than a scheduled pass takes", async () => {
+		await idle();
+		const distributors = provisioner.broker.getLocalService("distributors") as unknown as { adapter: { model: { bulkCreate(rows: object[]): Promise<{ id: number }[]>; destroy(options: object): Promise<number> } }; syncTimer: NodeJS.Timeout };
+		// Distributors of two more sites, online on nodes elsewhere (rows as their workers would have made
+		// them). The manager marks rows of workers it does not see offline every 10 s: not during this test.
+		clearInterval(distributors.syncTimer);
+		const others = [`${SITE}-rotation-a`, `${SITE}-rotation-b`];
+		const rows = await distributors.adapter.model.bulkCreate(others.map((artifactId, i) => ({ artifactId, identity: `rotation-${process.pid}-${i}`, nodeID: `elsewhere-${i}`, online: true })));
+		const asked: string[] = [];
+		const call = provisioner.broker.call.bind(provisioner.broker);
+		const spy = jest.spyOn(provisioner.broker, "call").mockImplementation(((action: string, params: { artifactId?: string }, opts?: object) => {
+			if (action === "distributors.siteNode" && params?.artifactId) asked.push(params.artifactId);
+			return call(action, params, opts);
+		}) as typeof provisioner.broker.call);
+		const sitesPerPass = service.settings.sitesPerPass;
+		service.settings.sitesPerPass = 1;
+		try {
+			const passes: string[][] = [];
+			for (let pass = 0; pass < 4; pass++) {
+				asked.length = 0;
+				await service.refreshReachability("schedule");
+				passes.push([...asked]);
+			}
+			// One site a pass, in turn — the site after the first page gets its pass — and then the first again.
+			expect(passes).toEqual([[SITE], [others[0]], [others[1]], [SITE]]);
+		} finally {
+			service.settings.sitesPerPass = sitesPerPass;
+			spy.mockRestore();
+			await distributors.adapter.model.destroy({ where: { id: rows.map((r) => r.id) } });
+		}
 	}, 60_000);
 });

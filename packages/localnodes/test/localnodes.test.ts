@@ -84,7 +84,7 @@ describe.each(DATABASES)("localnodes on %s", (database) => {
 });
 
 describe("localnodes on a database of an older release", () => {
-	it("adds the columns the release added (sshPort, with its default) and keeps the rows", async () => {
+	it("adds the columns the release added (sshPort, with its default), keeps the rows and indexes them for search", async () => {
 		const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-upgrade-"));
 		try {
 			// The table as it was before sshPort existed, with a node in it.
@@ -98,6 +98,15 @@ describe("localnodes on a database of an older release", () => {
 			try {
 				const { rows } = await (await provisioner.api("/localnodes")).json();
 				expect(rows).toEqual([expect.objectContaining({ ip: "10.8.0.1", artifactId: "old.site", pingable: true, sshPort: 22 })]);
+				// Its substring-search index (FTS5) is made and filled at start: the old row is found through it.
+				const found = await (await provisioner.api("/localnodes?search=10.8.0&searchFields=ip")).json();
+				expect(found.rows.map((r: { ip: string }) => r.ip)).toEqual(["10.8.0.1"]);
+				const index = new Sequelize({ dialect: "sqlite", storage: path.join(dataDir, "clusterplatform.sqlite"), logging: false });
+				try {
+					expect((await index.query("SELECT rowid, ip FROM localnodes_fts_ip"))[0]).toEqual([{ rowid: rows[0].id, ip: "10.8.0.1" }]);
+				} finally {
+					await index.close();
+				}
 			} finally {
 				await provisioner.stop();
 			}

@@ -7,6 +7,7 @@ import {
 	UNFINISHED,
 	clampProgress,
 	configOf,
+	defineService,
 	entityMixin,
 	invalid,
 	jobRowsMixin,
@@ -14,9 +15,15 @@ import {
 	respondCreated,
 	storeFor,
 	JOB_ROW_FIELDS,
+	type EntityMethods,
+	type EntityVars,
+	type JobRowColumns,
+	type JobRowsMethods,
+	type QueueProducerMethods,
+	type QueueProducerVars,
 } from "@clusterplatform/core";
 import { mirrorPrefix, mirrorUrl } from "./layout";
-import { MAX_SOURCE_LENGTH, parseSource } from "./source";
+import { MAX_SOURCE_LENGTH, parseSource, type MirrorSource } from "./source";
 import { QUEUE, type MirrorJobData, type MirrorOutcome, type MirrorProgress } from "./worker";
 
 const NAME_PARAM = {
@@ -48,6 +55,31 @@ const FIELDS = {
 	lastSyncedAt: { type: DataTypes.DATE, allowNull: true },
 };
 
+/** A mirror's row (FIELDS). */
+interface MirrorColumns extends JobRowColumns {
+	name: string;
+	source: string;
+	kind: "rsync" | "http";
+	url: string | null;
+	filesDone: number;
+	filesTotal: number;
+	bytesDone: number;
+	bytesTotal: number;
+	lastTransferred: number | null;
+	lastUnchanged: number | null;
+	lastRemoved: number | null;
+	lastBytesMoved: number | null;
+	lastDurationMs: number | null;
+	lastSyncedAt: Date | null;
+}
+
+interface MirrorsMethods extends EntityMethods<MirrorColumns>, JobRowsMethods, QueueProducerMethods {
+	checkedSource(raw: string): MirrorSource;
+	startSync(id: number, source: string): Promise<void>;
+	removeFiles(id: number): Promise<void>;
+	dropOrphan(jobId: string): Promise<void>;
+}
+
 /** Job ids carry the mirror id, so the result of a job whose row was deleted can be cleaned up. */
 function newJobId(id: number): string {
 	return `mirror-${id}-${randomUUID()}`;
@@ -65,7 +97,7 @@ function mirrorIdOfJob(jobId: string): number | null {
  * changes move); DELETE /:id removes the mirror and its files. Rows follow their job (status,
  * progress 0..100, files and bytes) and keep the last completed sync's figures.
  */
-export const MirrorsService: ServiceSchema = {
+export const MirrorsService: ServiceSchema = defineService<MirrorsMethods, EntityVars<MirrorColumns> & QueueProducerVars>({
 	name: "mirrors",
 	mixins: [
 		entityMixin({
@@ -80,7 +112,7 @@ export const MirrorsService: ServiceSchema = {
 	],
 	actions: {
 		create: {
-			async handler(this: any, ctx: Context<{ name: string; source: string }>) {
+			async handler(ctx: Context<{ name: string; source: string }>) {
 				const source = this.checkedSource(ctx.params.source);
 				const row = await this.adapter.insert({ name: ctx.params.name, source: source.url, kind: source.kind, status: "queued", progress: 0, jobId: null });
 				try {
@@ -99,7 +131,7 @@ export const MirrorsService: ServiceSchema = {
 		sync: {
 			rest: "PUT /:id/sync",
 			params: { id: ID_PARAM, $$strict: true },
-			async handler(this: any, ctx: Context<{ id: number }>) {
+			async handler(ctx: Context<{ id: number }>) {
 				const row = (await this.findOrFail(ctx.params.id)).get();
 				if (UNFINISHED.includes(row.status)) throw new ConflictError(`mirror ${row.id} is already ${row.status}; wait until it is done or failed`, { id: row.id, status: row.status });
 				const source = parseSource(row.source, configOf(this.broker).mirrorAllowedHosts);
@@ -120,7 +152,7 @@ export const MirrorsService: ServiceSchema = {
 			},
 		},
 		remove: {
-			async handler(this: any, ctx: Context<{ id: number }>) {
+			async handler(ctx: Context<{ id: number }>) {
 				const row = await this.findOrFail(ctx.params.id);
 				const json = await this.transformDocuments(ctx, {}, row);
 				const { jobId, status } = row.get();
@@ -136,18 +168,18 @@ export const MirrorsService: ServiceSchema = {
 		},
 	},
 	methods: {
-		checkedSource(this: any, raw: string) {
+		checkedSource(raw: string) {
 			const source = parseSource(raw, configOf(this.broker).mirrorAllowedHosts);
 			return typeof source === "string" ? invalid("source", source) : source;
 		},
 		/** A new job for the row; the row learns its job id first, so no event of it is missed. */
-		async startSync(this: any, id: number, source: string) {
+		async startSync(id: number, source: string) {
 			const jobId = newJobId(id);
 			await this.adapter.model.update({ jobId }, { where: { id } });
 			await this.enqueueJob({ id, source } satisfies MirrorJobData, jobId);
 		},
 		/** The mirror's objects, and (through a purge job) the worker's rsync staging tree. */
-		async removeFiles(this: any, id: number) {
+		async removeFiles(id: number) {
 			await storeFor(configOf(this.broker)).removePrefix(mirrorPrefix(id));
 			await this.enqueue("purge", { id, source: "" } satisfies MirrorJobData, { jobId: `purge-${id}-${randomUUID()}`, attempts: 1 }).catch((err: Error) =>
 				this.logger.warn(`mirror ${id}: its staging tree stays on the worker (no purge job: ${err.message})`),
@@ -164,7 +196,7 @@ export const MirrorsService: ServiceSchema = {
 			const count = (n: unknown) => (typeof n === "number" && Number.isFinite(n) && n >= 0 ? n : 0);
 			return { progress, filesDone: count(p.filesDone), filesTotal: count(p.filesTotal), bytesDone: count(p.bytesDone), bytesTotal: count(p.bytesTotal) };
 		},
-		async applyCompleted(this: any, jobId: string, outcome: MirrorOutcome | null) {
+		async applyCompleted(jobId: string, outcome: MirrorOutcome | null) {
 			if (!outcome || mirrorIdOfJob(jobId) === null) return;
 			const url = mirrorUrl(storeFor(configOf(this.broker)), outcome.id);
 			const count = await this.updateUnfinished(jobId, {
@@ -175,28 +207,28 @@ export const MirrorsService: ServiceSchema = {
 			});
 			if (count === 0) await this.dropOrphan(jobId);
 		},
-		async applyFailed(this: any, jobId: string, reason: string) {
+		async applyFailed(jobId: string, reason: string) {
 			if (mirrorIdOfJob(jobId) === null) return;
 			const count = await this.updateUnfinished(jobId, { status: "failed", error: reason || "failed without a reason" });
 			if (count === 0) await this.dropOrphan(jobId);
 		},
 		/** A job whose mirror was deleted while it ran: remove what it stored after the deletion. */
-		async dropOrphan(this: any, jobId: string) {
+		async dropOrphan(jobId: string) {
 			const id = mirrorIdOfJob(jobId);
 			if (id !== null && !(await this.adapter.findById(id))) await this.removeFiles(id);
 		},
 		/** Its job vanished from the queue (Redis lost): sync again under a new job. */
-		async requeueRow(this: any, row: Record<string, any>) {
+		async requeueRow(row: MirrorColumns & { id: number }) {
 			const jobId = newJobId(row.id);
 			await this.adapter.model.update({ jobId, status: "queued", progress: 0 }, { where: { id: row.id } });
 			await this.enqueue(QUEUE, { id: row.id, source: row.source } satisfies MirrorJobData, { jobId });
 		},
 	},
-	async started(this: any) {
+	async started() {
 		await this.reconcile();
 		this.startReconciling();
 	},
-	async stopped(this: any) {
+	async stopped() {
 		await this.stopReconciling();
 	},
-};
+});

@@ -48,15 +48,23 @@ export function safeHref(href: unknown, where: string, xmlBase?: unknown): strin
 	return href;
 }
 
-function checksumOf(node: any, where: string): string {
-	const type = CHECKSUM_TYPES[String(node?.["@type"] ?? "").toLowerCase()];
-	const value = String(node?.["#text"] ?? "").trim().toLowerCase();
-	if (!type) permanentFailure(`${where}: checksum type "${String(node?.["@type"])}" is not one of ${Object.keys(CHECKSUM_TYPES).join(", ")}`);
+/**
+ * A field of a parsed XML element (attributes as "@name", text as "#text", children by tag), or
+ * undefined: the document is untrusted, so nothing about its shape is assumed.
+ */
+function field(element: unknown, name: string): unknown {
+	return typeof element === "object" && element !== null ? (element as Record<string, unknown>)[name] : undefined;
+}
+
+function checksumOf(node: unknown, where: string): string {
+	const type = CHECKSUM_TYPES[String(field(node, "@type") ?? "").toLowerCase()];
+	const value = String(field(node, "#text") ?? "").trim().toLowerCase();
+	if (!type) permanentFailure(`${where}: checksum type "${String(field(node, "@type"))}" is not one of ${Object.keys(CHECKSUM_TYPES).join(", ")}`);
 	if (!/^[0-9a-f]{32,128}$/.test(value)) permanentFailure(`${where}: checksum "${value.slice(0, 200)}" is not a hex digest`);
 	return `${type}:${value}`;
 }
 
-function parse(xml: string, what: string): any {
+function parse(xml: string, what: string): unknown {
 	try {
 		return parser.parse(xml);
 	} catch (err) {
@@ -65,16 +73,16 @@ function parse(xml: string, what: string): any {
 }
 
 export function parseRepomd(xml: string): RepomdData[] {
-	const repomd = parse(xml, "repodata/repomd.xml").repomd;
-	if (!repomd || !Array.isArray(repomd.data)) permanentFailure("repodata/repomd.xml: no <repomd> with <data> entries");
-	return repomd.data.map((data: any, index: number) => {
-		const where = `repodata/repomd.xml <data type="${String(data?.["@type"] ?? index)}">`;
-		const location = data?.location;
-		const size = Number(data?.size);
+	const entries = field(field(parse(xml, "repodata/repomd.xml"), "repomd"), "data");
+	if (!Array.isArray(entries)) permanentFailure("repodata/repomd.xml: no <repomd> with <data> entries");
+	return entries.map((data: unknown, index: number) => {
+		const where = `repodata/repomd.xml <data type="${String(field(data, "@type") ?? index)}">`;
+		const location = field(data, "location");
+		const size = Number(field(data, "size"));
 		return {
-			type: String(data?.["@type"] ?? ""),
-			href: safeHref(location?.["@href"], where, location?.["@xml:base"]),
-			checksum: checksumOf(data?.checksum, where),
+			type: String(field(data, "@type") ?? ""),
+			href: safeHref(field(location, "@href"), where, field(location, "@xml:base")),
+			checksum: checksumOf(field(data, "checksum"), where),
 			size: Number.isSafeInteger(size) && size >= 0 ? size : null,
 		};
 	});

@@ -64,7 +64,7 @@ interface SyncContext {
 	signal: AbortSignal;
 	/** Report progress; `force` bypasses the throttle. */
 	report(progress: MirrorProgress, force?: boolean): Promise<void>;
-	logger: any;
+	logger: JobRun<MirrorJobData>["logger"];
 }
 
 /** Percent of a sync phase that spans `from`..`to` of the whole job. */

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { requireBinary, run, type Caller, type RequestMeta } from "@clusterplatform/core";
+import { defineService, requireBinary, run, type Caller, type RequestMeta } from "@clusterplatform/core";
 
 export const ALGORITHMS = ["ed25519", "ecdsa", "rsa"] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
@@ -51,14 +51,14 @@ function assertMayGenerate(ctx: Context<unknown, GenerateMeta>): void {
  * MAX_CONCURRENT_GENERATIONS at once per process; further requests get 429 with Retry-After (a
  * client error: a flood of them is not logged as the server's failures).
  */
-export const SshkeyService: ServiceSchema = {
+export const SshkeyService: ServiceSchema = defineService<object, { generating: number }>({
 	name: "sshkey",
 	settings: { rest: "/sshkey" },
 	actions: {
 		generate: {
 			rest: "GET /",
 			params: { algorithm: { type: "enum", values: [...ALGORITHMS], default: "ed25519" }, $$strict: true },
-			async handler(this: any, ctx: Context<{ algorithm: Algorithm }, GenerateMeta>) {
+			async handler(ctx: Context<{ algorithm: Algorithm }, GenerateMeta>) {
 				assertMayGenerate(ctx);
 				if (this.generating >= MAX_CONCURRENT_GENERATIONS) {
 					ctx.meta.$responseHeaders = { "Retry-After": String(RETRY_AFTER_S) };
@@ -73,10 +73,10 @@ export const SshkeyService: ServiceSchema = {
 			},
 		},
 	},
-	created(this: any) {
+	created() {
 		/** Generations running now (read by tests to see the bound hold). */
 		this.generating = 0;
 	},
-};
+});
 
 export default SshkeyService;

@@ -5,6 +5,7 @@ import {
 	BOOLEAN_PARAM,
 	configOf,
 	DataTypes,
+	defineService,
 	ID_PARAM,
 	invalid,
 	NotFoundError,
@@ -13,6 +14,8 @@ import {
 	textRegistryMixin,
 	wantsJson,
 	type Caller,
+	type EntityMethods,
+	type EntityVars,
 	type RequestMeta,
 } from "@clusterplatform/core";
 
@@ -28,6 +31,14 @@ interface KeyRow {
 
 type KeyMeta = RequestMeta & { caller?: Caller | null };
 
+type KeyColumns = Omit<KeyRow, "id">;
+
+interface SshkeysMethods extends EntityMethods<KeyColumns> {
+	sealer(): Sealer;
+	openKey(row: KeyRow): string;
+	storedText(text: string, isPrivate: boolean): string;
+}
+
 /** Private keys go only to a caller with a token that may change things (or to other services). */
 function assertMayReadPrivate(ctx: Context<unknown, KeyMeta>): void {
 	if (!ctx.meta.caller || ctx.meta.caller.readOnly) {
@@ -41,7 +52,7 @@ function assertMayReadPrivate(ctx: Context<unknown, KeyMeta>): void {
  * (AES-256-GCM, SECRETS_KEY), on create and update alike, never in lists, never echoed back, never
  * searched or sorted by, readable only with an admin token. Whether a key is private never changes.
  */
-export const SshkeysService: ServiceSchema = {
+export const SshkeysService: ServiceSchema = defineService<SshkeysMethods, EntityVars<KeyColumns> & { _sealer?: Sealer }>({
 	name: "sshkeys",
 	mixins: [
 		textRegistryMixin("sshkeys", {
@@ -56,7 +67,7 @@ export const SshkeysService: ServiceSchema = {
 	],
 	actions: {
 		get: {
-			async handler(this: any, ctx: Context<{ id: number }, KeyMeta>) {
+			async handler(ctx: Context<{ id: number }, KeyMeta>) {
 				const row: KeyRow = (await this.findOrFail(ctx.params.id)).get();
 				if (row.private) assertMayReadPrivate(ctx);
 				const text = this.openKey(row);
@@ -67,7 +78,7 @@ export const SshkeysService: ServiceSchema = {
 		privateKey: {
 			visibility: "public",
 			params: { id: { ...ID_PARAM, optional: true }, artifactId: { ...ARTIFACT_ID_PARAM, optional: true } },
-			async handler(this: any, ctx: Context<{ id?: number; artifactId?: string }>) {
+			async handler(ctx: Context<{ id?: number; artifactId?: string }>) {
 				const where = ctx.params.id !== undefined ? { id: ctx.params.id, private: true } : { artifactId: ctx.params.artifactId, private: true };
 				const [row] = await this.adapter.model.findAll({ where, order: [["id", "DESC"]], limit: 1 });
 				if (!row) throw new NotFoundError("private sshkey", ctx.params.id ?? ctx.params.artifactId);
@@ -76,16 +87,16 @@ export const SshkeysService: ServiceSchema = {
 		},
 	},
 	methods: {
-		sealer(this: any): Sealer {
+		sealer(): Sealer {
 			const config = configOf(this.broker);
 			this._sealer ??= Sealer.forDataDir(config.secretsKey, config.dataDir);
 			return this._sealer;
 		},
-		openKey(this: any, row: KeyRow): string {
+		openKey(row: KeyRow): string {
 			return row.private && row.text && Sealer.isSealed(row.text) ? this.sealer().open(row.text) : (row.text ?? "");
 		},
 		/** The text to store: a key of the row's kind, sealed when private; else a 422 naming `text`. */
-		storedText(this: any, text: string, isPrivate: boolean): string {
+		storedText(text: string, isPrivate: boolean): string {
 			if (isPrivate && !PRIVATE_KEY.test(text)) invalid("text", "is not a PEM/OpenSSH private key (-----BEGIN … PRIVATE KEY-----)");
 			if (!isPrivate && !PUBLIC_KEY.test(text)) invalid("text", "is not an OpenSSH public key line (e.g. \"ssh-ed25519 AAAA… comment\")");
 			return isPrivate ? this.sealer().seal(text) : text;
@@ -93,14 +104,14 @@ export const SshkeysService: ServiceSchema = {
 	},
 	hooks: {
 		before: {
-			create(this: any, ctx: Context<{ text: string; private: boolean }>) {
+			create(ctx: Context<{ text: string; private: boolean }>) {
 				ctx.params.text = this.storedText(ctx.params.text, ctx.params.private);
 			},
 			/**
 			 * Same checks and sealing as create. A key stays what it was created as: turning a private
 			 * key public would hand it to anyone, turning a public one private would hide it from nodes.
 			 */
-			async update(this: any, ctx: Context<{ id: number; text?: string; private?: boolean }>) {
+			async update(ctx: Context<{ id: number; text?: string; private?: boolean }>) {
 				const row: KeyRow = (await this.findOrFail(ctx.params.id)).get();
 				if (ctx.params.private !== undefined && ctx.params.private !== row.private) {
 					invalid("private", `cannot change (this key is ${row.private ? "private" : "public"}): add a new key and delete this one`);
@@ -121,7 +132,7 @@ export const SshkeysService: ServiceSchema = {
 			},
 		},
 	},
-};
+});
 
 function withoutPrivateText(row: KeyRow): KeyRow {
 	if (!row.private) return row;

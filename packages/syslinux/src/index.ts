@@ -10,15 +10,19 @@ export const SYSLINUX_FRAGMENTS = {
 } as const;
 export type SyslinuxFragment = keyof typeof SYSLINUX_FRAGMENTS;
 
-export const SYSLINUXS: BuilderSpec = {
+export interface SyslinuxInputs {
+	fragment: SyslinuxFragment;
+}
+
+export const SYSLINUXS: BuilderSpec<SyslinuxInputs> = {
 	name: "syslinuxs",
 	fields: { fragment: { type: DataTypes.STRING(16), allowNull: false } },
 	params: { fragment: { type: "enum", values: Object.keys(SYSLINUX_FRAGMENTS) } },
 	artifactName: (inputs) => inputs.fragment,
 };
 
-export async function buildSyslinux(ctx: BuildContext) {
-	const { file, debianPackage } = SYSLINUX_FRAGMENTS[ctx.inputs.fragment as SyslinuxFragment];
+export async function buildSyslinux(ctx: BuildContext<SyslinuxInputs>) {
+	const { file, debianPackage } = SYSLINUX_FRAGMENTS[ctx.inputs.fragment];
 	if (!fs.existsSync(file)) permanentFailure(`${file} not found: install it with \`apt-get install ${debianPackage}\``);
 	await ctx.progress(50);
 	return { file };

@@ -1,7 +1,7 @@
 import net from "node:net";
 import type { Context, ServiceSchema } from "moleculer";
 import { Client, type ClientChannel } from "ssh2";
-import { ConfigError, PORT_PARAM, configOf, parseHostPort } from "@clusterplatform/core";
+import { ConfigError, PORT_PARAM, configOf, defineService, parseHostPort } from "@clusterplatform/core";
 import { TUNNEL_PROBLEM_EVENT, bindOf, userOf } from "./settings";
 import type { TunnelGrant } from "./manager";
 
@@ -94,27 +94,36 @@ function sameGrant(a: TunnelGrant, b: TunnelGrant): boolean {
 	return key(a) === key(b);
 }
 
+interface TunnelClientVars {
+	/** The running link of each tunnel, by id. */
+	links: Map<number, TunnelLink>;
+	/** The apply under way; the next one waits for it. */
+	applying?: Promise<{ links: number }>;
+	stopping?: boolean;
+	artifactId: string;
+}
+
 /**
  * The site side (with CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID naming the site): keeps one TunnelLink
  * per live tunnel of its site. It calls nothing on the cluster (a site's bus credential may not):
  * the "tunnels" manager pushes the site's grants here (`apply`) when they change, when this client
  * appears and every few seconds, and problems go back as an event.
  */
-export const TunnelClientService: ServiceSchema = {
+export const TunnelClientService: ServiceSchema = defineService<{ apply(grants: TunnelGrant[]): Promise<{ links: number }> }, TunnelClientVars>({
 	name: "tunnel-client",
 	actions: {
 		apply: {
 			params: { grants: { type: "array", max: 1000, items: { type: "object", props: GRANT_PARAMS } } },
-			handler(this: any, ctx: Context<{ grants: TunnelGrant[] }>) {
+			handler(ctx: Context<{ grants: TunnelGrant[] }>) {
 				return this.apply(ctx.params.grants);
 			},
 		},
 	},
 	methods: {
 		/** Serialised: starts links for new tunnels, stops links for closed ones. */
-		apply(this: any, grants: TunnelGrant[]): Promise<{ links: number }> {
-			this.applying = (this.applying ?? Promise.resolve()).then(() => {
-				const links: Map<number, TunnelLink> = this.links;
+		apply(grants: TunnelGrant[]): Promise<{ links: number }> {
+			const applying = (this.applying ?? Promise.resolve()).then(() => {
+				const links = this.links;
 				if (this.stopping) return { links: links.size };
 				for (const [id, link] of links) {
 					// Gone, or changed (a new password, target, port or server key): the link starts again.
@@ -133,10 +142,11 @@ export const TunnelClientService: ServiceSchema = {
 				}
 				return { links: links.size };
 			});
-			return this.applying;
+			this.applying = applying;
+			return applying;
 		},
 	},
-	created(this: any) {
+	created() {
 		this.links = new Map<number, TunnelLink>();
 		const artifactId = configOf(this.broker).distributorArtifactId;
 		if (!artifactId) throw new ConfigError("tunnel-client needs CLUSTERPLATFORM_DISTRIBUTOR_ARTIFACTID (the site whose tunnels it opens)");
@@ -144,10 +154,10 @@ export const TunnelClientService: ServiceSchema = {
 		// The manager finds a site's clients by this (and checks the node ID names the same site).
 		Object.assign(this.metadata, { artifactId });
 	},
-	async stopped(this: any) {
+	async stopped() {
 		this.stopping = true;
 		await this.applying;
-		for (const link of (this.links as Map<number, TunnelLink>).values()) link.stop();
+		for (const link of this.links.values()) link.stop();
 		this.links.clear();
 	},
-};
+});

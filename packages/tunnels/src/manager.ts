@@ -1,7 +1,28 @@
 import crypto from "node:crypto";
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, BOOLEAN_PARAM, ConfigError, ConflictError, DataTypes, ID_PARAM, Op, PORT_PARAM, Sealer, UnavailableError, configOf, entityMixin, parseHostPort, respondCreated, type RequestMeta } from "@clusterplatform/core";
-import { tunnelGrantsMixin } from "./grants";
+import {
+	ARTIFACT_ID_PARAM,
+	BOOLEAN_PARAM,
+	ConfigError,
+	ConflictError,
+	DataTypes,
+	ID_PARAM,
+	Op,
+	PORT_PARAM,
+	Sealer,
+	UnavailableError,
+	configOf,
+	defineService,
+	entityMixin,
+	parseHostPort,
+	respondCreated,
+	type EntityJson,
+	type EntityMethods,
+	type EntityRow,
+	type EntityVars,
+	type RequestMeta,
+} from "@clusterplatform/core";
+import { tunnelGrantsMixin, type TunnelGrantsMethods } from "./grants";
 import { TUNNELS_CHANGED_EVENT, TUNNEL_CLOSED_EVENT } from "./settings";
 
 export type TunnelStatus = "pending" | "open" | "closed";
@@ -17,6 +38,23 @@ export interface TunnelRow {
 	tokenNonce?: string | null;
 	tokenHash?: string | null;
 	formerTokenHash?: string | null;
+}
+
+export type TunnelColumns = Omit<TunnelRow, "id">;
+
+/** A tunnel as the API answers it: with the address it is reached at. */
+type PresentedTunnel = EntityJson<TunnelColumns> & { publicUrl: string };
+
+interface TunnelsMethods extends EntityMethods<TunnelColumns>, TunnelGrantsMethods {
+	sealer(): Sealer;
+	password(nonce: string): string;
+	newPassword(): Pick<TunnelRow, "tokenNonce" | "tokenHash">;
+	hashClearPasswords(): Promise<void>;
+	serverHostKeys(): string[];
+	publicHost(): string;
+	withPublicUrl<Row extends { remotePort?: number }>(row: Row): Row & { publicUrl: string };
+	present(ctx: Context, row: EntityRow<TunnelColumns>): Promise<PresentedTunnel>;
+	choosePort(wanted?: number): Promise<number>;
 }
 
 /** What a site's tunnel-client needs to open one tunnel (internal: carries the credential). */
@@ -64,7 +102,7 @@ const PASSWORD_COLUMNS = ["tokenNonce", "tokenHash", "formerTokenHash"];
  * node's SSH) on the tunnel-server's `remotePort`. The site's tunnel-client dials out over SSH and
  * asks for that one reverse forward; nothing needs opening at the site. DELETE closes it for good.
  */
-export const TunnelsService: ServiceSchema = {
+export const TunnelsService: ServiceSchema = defineService<TunnelsMethods, EntityVars<TunnelColumns> & { _sealer?: Sealer }>({
 	name: "tunnels",
 	mixins: [
 		tunnelGrantsMixin,
@@ -93,7 +131,7 @@ export const TunnelsService: ServiceSchema = {
 	actions: {
 		update: false,
 		create: {
-			async handler(this: any, ctx: Context<{ artifactId: string; target: string; remotePort?: number; public?: boolean }, RequestMeta>) {
+			async handler(ctx: Context<{ artifactId: string; target: string; remotePort?: number; public?: boolean }, RequestMeta>) {
 				const remotePort = await this.choosePort(ctx.params.remotePort);
 				const row = await this.adapter.insert({
 					artifactId: ctx.params.artifactId,
@@ -109,20 +147,19 @@ export const TunnelsService: ServiceSchema = {
 			},
 		},
 		list: {
-			async handler(this: any, ctx: Context<any, RequestMeta>) {
+			async handler(ctx: Context<object, RequestMeta>) {
 				const page = await this._list(ctx, ctx.params);
-				page.rows = page.rows.map((row: TunnelRow) => this.withPublicUrl(row));
-				return page;
+				return { ...page, rows: page.rows.map((row) => this.withPublicUrl(row)) };
 			},
 		},
 		get: {
-			async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+			async handler(ctx: Context<{ id: number }, RequestMeta>) {
 				return this.present(ctx, await this.findOrFail(ctx.params.id));
 			},
 		},
 		/** Closes the tunnel: the server drops its forward and client; the row stays, status closed. */
 		remove: {
-			async handler(this: any, ctx: Context<{ id: number }, RequestMeta>) {
+			async handler(ctx: Context<{ id: number }, RequestMeta>) {
 				const row = await this.findOrFail(ctx.params.id);
 				const updated = await this.adapter.updateById(row.id, { $set: { status: "closed", statusReason: "closed through the API" } });
 				const json = await this.present(ctx, updated);
@@ -135,7 +172,7 @@ export const TunnelsService: ServiceSchema = {
 		siteTunnels: {
 			visibility: "public",
 			params: { artifactId: ARTIFACT_ID_PARAM },
-			handler(this: any, ctx: Context<{ artifactId: string }>): Promise<TunnelGrant[]> {
+			handler(ctx: Context<{ artifactId: string }>): Promise<TunnelGrant[]> {
 				return this.siteGrants(ctx.params.artifactId);
 			},
 		},
@@ -143,9 +180,9 @@ export const TunnelsService: ServiceSchema = {
 		authorize: {
 			visibility: "public",
 			params: { id: ID_PARAM, token: { type: "string", max: 200 } },
-			async handler(this: any, ctx: Context<{ id: number; token: string }>) {
+			async handler(ctx: Context<{ id: number; token: string }>) {
 				const found = await this.adapter.findById(ctx.params.id);
-				const row: TunnelRow | null = found ? found.get({ plain: true }) : null;
+				const row = found ? found.get({ plain: true }) : null;
 				const presented = sha256(ctx.params.token);
 				// Both compared every time: how long a refusal takes says nothing about which hash exists.
 				const matches = [sameHash(row?.tokenHash, presented), sameHash(row?.formerTokenHash, presented)];
@@ -157,7 +194,7 @@ export const TunnelsService: ServiceSchema = {
 		report: {
 			visibility: "public",
 			params: { id: ID_PARAM, status: { type: "enum", values: ["pending", "open"] }, reason: { type: "string", optional: true, max: 1000 } },
-			async handler(this: any, ctx: Context<{ id: number; status: TunnelStatus; reason?: string }>) {
+			async handler(ctx: Context<{ id: number; status: TunnelStatus; reason?: string }>) {
 				const row = await this.adapter.findById(ctx.params.id);
 				if (!row || row.get("status") === "closed") return null;
 				await this.adapter.updateById(ctx.params.id, { $set: { status: ctx.params.status, statusReason: ctx.params.reason ?? null } });
@@ -167,26 +204,26 @@ export const TunnelsService: ServiceSchema = {
 	},
 	methods: {
 		/** A site's live tunnels with their credentials (what its tunnel-client is handed). */
-		async siteGrants(this: any, artifactId: string): Promise<TunnelGrant[]> {
+		async siteGrants(artifactId: string): Promise<TunnelGrant[]> {
 			const rows = await this.adapter.model.findAll({ where: { artifactId, status: { [Op.ne]: "closed" } }, order: [["id", "ASC"]] });
 			const { sshPort } = configOf(this.broker).tunnels;
 			const hostKeys = this.serverHostKeys();
 			return rows
-				.map((r: any) => r.get({ plain: true }) as TunnelRow)
-				.filter((row: TunnelRow) => row.tokenNonce)
-				.map((row: TunnelRow) => ({ id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: this.password(row.tokenNonce!), sshHost: this.publicHost(), sshPort, hostKeys }));
+				.map((r) => r.get({ plain: true }))
+				.filter((row) => row.tokenNonce)
+				.map((row) => ({ id: row.id, target: row.target, remotePort: row.remotePort, public: row.public, token: this.password(row.tokenNonce!), sshHost: this.publicHost(), sshPort, hostKeys }));
 		},
-		sealer(this: any): Sealer {
+		sealer(): Sealer {
 			const config = configOf(this.broker);
 			this._sealer ??= Sealer.forDataDir(config.secretsKey, config.dataDir);
 			return this._sealer;
 		},
 		/** A tunnel's SSH password: made again from SECRETS_KEY and the row's nonce whenever a client needs it. */
-		password(this: any, nonce: string): string {
+		password(nonce: string): string {
 			return this.sealer().derive(`tunnel-password:${nonce}`);
 		},
 		/** The columns of a new password: its nonce and its hash, never the password. */
-		newPassword(this: any): Pick<TunnelRow, "tokenNonce" | "tokenHash"> {
+		newPassword(): Pick<TunnelRow, "tokenNonce" | "tokenHash"> {
 			const tokenNonce = crypto.randomBytes(32).toString("hex");
 			return { tokenNonce, tokenHash: sha256(this.password(tokenNonce)) };
 		},
@@ -195,13 +232,17 @@ export const TunnelsService: ServiceSchema = {
 		 * derived password (handed to clients from now on) and keeps only the old one's hash (clients
 		 * running since before the upgrade still log in); then the column is dropped.
 		 */
-		async hashClearPasswords(this: any): Promise<void> {
+		async hashClearPasswords(): Promise<void> {
 			const model = this.adapter.model;
-			const queries = model.sequelize.getQueryInterface();
+			// A model the adapter has connected always has its Sequelize instance.
+			const sequelize = model.sequelize!;
+			const queries = sequelize.getQueryInterface();
 			const table = model.getTableName();
 			if (!("token" in (await queries.describeTable(table)))) return;
 			const column = (name: string) => queries.quoteIdentifier(name);
-			const [rows] = await model.sequelize.query(`SELECT ${column("id")}, ${column("token")}, ${column("tokenNonce")} FROM ${queries.queryGenerator.quoteTable(table)}`);
+			// Sequelize 6 declares quoteTable on the query interface, but only its query generator has it.
+			const generator = queries.queryGenerator as { quoteTable(name: typeof table): string };
+			const [rows] = await sequelize.query(`SELECT ${column("id")}, ${column("token")}, ${column("tokenNonce")} FROM ${generator.quoteTable(table)}`);
 			for (const { id, token, tokenNonce } of rows as { id: number; token: string; tokenNonce: string | null }[]) {
 				// A row an interrupted start already gave a nonce keeps it: its clients may have that password.
 				const current = tokenNonce ? { tokenNonce, tokenHash: sha256(this.password(tokenNonce)) } : this.newPassword();
@@ -214,24 +255,24 @@ export const TunnelsService: ServiceSchema = {
 			}
 			this.logger.info(`tunnels: ${rows.length} password(s) an older release kept in the clear are now hashed; the column is dropped`);
 		},
-		serverHostKeys(this: any): string[] {
+		serverHostKeys(): string[] {
 			const services = this.broker.registry.getServiceList({ onlyAvailable: true, skipInternal: true, withActions: false });
-			return [...new Set<string>(services.filter((s: any) => s.name === "tunnel-server" && typeof s.metadata?.hostKey === "string").map((s: any) => s.metadata.hostKey))];
+			return [...new Set<string>(services.filter((s) => s.name === "tunnel-server" && typeof s.metadata?.hostKey === "string").map((s) => String(s.metadata.hostKey)))];
 		},
-		publicHost(this: any): string {
+		publicHost(): string {
 			const config = configOf(this.broker);
 			return config.tunnels.publicHost ?? new URL(config.publicUrl).hostname;
 		},
-		withPublicUrl(this: any, row: TunnelRow) {
+		withPublicUrl<Row extends { remotePort?: number }>(row: Row) {
 			const host = this.publicHost();
 			return { ...row, publicUrl: `tcp://${host.includes(":") ? `[${host}]` : host}:${row.remotePort}` };
 		},
-		async present(this: any, ctx: Context, row: unknown) {
+		async present(ctx: Context, row: EntityRow<TunnelColumns>) {
 			return this.withPublicUrl(await this.transformDocuments(ctx, {}, row));
 		},
 		/** The asked port if no open tunnel holds it, else the first free one of the range. */
-		async choosePort(this: any, wanted?: number): Promise<number> {
-			const taken = new Set<number>((await this.adapter.model.findAll({ where: { status: { [Op.ne]: "closed" } }, attributes: ["remotePort"] })).map((r: any) => r.get("remotePort")));
+		async choosePort(wanted?: number): Promise<number> {
+			const taken = new Set<number>((await this.adapter.model.findAll({ where: { status: { [Op.ne]: "closed" } }, attributes: ["remotePort"] })).map((r) => r.get("remotePort")));
 			if (wanted !== undefined) {
 				if (taken.has(wanted)) throw new ConflictError(`remotePort ${wanted} is used by another tunnel`, { field: "remotePort" });
 				return wanted;
@@ -241,7 +282,7 @@ export const TunnelsService: ServiceSchema = {
 			throw new UnavailableError(`every remote port of TUNNEL_PORT_RANGE ${from}-${to} is in use`, { field: "remotePort" });
 		},
 	},
-	async started(this: any) {
+	async started() {
 		await this.hashClearPasswords();
 	},
-};
+});

@@ -3,7 +3,7 @@ import net from "node:net";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
 import { Server, utils, type Connection, type ServerChannel } from "ssh2";
-import { ConfigError, configOf, listenOn, type Config } from "@clusterplatform/core";
+import { ConfigError, configOf, defineService, listenOn, type Config } from "@clusterplatform/core";
 import { TUNNEL_CLOSED_EVENT, bindOf, idOfUser } from "./settings";
 
 interface Grant {
@@ -36,11 +36,31 @@ export function hostKey({ dataDir, tunnels }: Config): string {
 	return fs.readFileSync(file, "utf8");
 }
 
-
 /** Wrong passwords one connection may try before it is cut. */
 const MAX_PASSWORD_ATTEMPTS = 3;
 
 const peerOf = (address: string | undefined, port: number | undefined) => `${address ?? "?"}:${port ?? 0}`;
+
+interface TunnelServerMethods {
+	authorize(user: string, password: string): Promise<Grant | null>;
+	admit(socket: net.Socket): void;
+	loggedIn(peer: string): void;
+	accept(client: Connection, info: { ip: string; port: number }): void;
+	forward(session: Session, info: { bindAddr: string; bindPort: number }, accept?: (port?: number) => void, reject?: () => void): void;
+	closeListener(session: Session): void;
+	drop(session: Session): void;
+	report(id: number, status: string, reason: string | null): Promise<unknown>;
+}
+
+interface TunnelServerVars {
+	/** Logged-in clients. */
+	sessions: Set<Session>;
+	/** Connections waiting to log in, by peer address:port. */
+	unauthenticated: Map<string, Waiting>;
+	hostKey: string;
+	ssh: Server;
+	tcp?: net.Server;
+}
 
 /**
  * The cluster's public tunnel endpoint: an SSH server (ssh2) on TUNNEL_SSH_PORT that only tunnel
@@ -52,25 +72,25 @@ const peerOf = (address: string | undefined, port: number | undefined) => `${add
  * that has not logged in within TUNNEL_AUTH_TIMEOUT is cut, at most TUNNEL_MAX_UNAUTHENTICATED wait
  * to log in and TUNNEL_MAX_CONNECTIONS are held in all; past either cap a new one is closed at once.
  */
-export const TunnelServerService: ServiceSchema = {
+export const TunnelServerService: ServiceSchema = defineService<TunnelServerMethods, TunnelServerVars>({
 	name: "tunnel-server",
 	events: {
 		[TUNNEL_CLOSED_EVENT]: {
-			handler(this: any, ctx: Context<{ id: number }>) {
-				for (const session of this.sessions as Set<Session>) if (session.grant.id === ctx.params.id) this.drop(session);
+			handler(ctx: Context<{ id: number }>) {
+				for (const session of this.sessions) if (session.grant.id === ctx.params.id) this.drop(session);
 			},
 		},
 	},
 	methods: {
-		async authorize(this: any, user: string, password: string): Promise<Grant | null> {
+		async authorize(user: string, password: string): Promise<Grant | null> {
 			const id = idOfUser(user);
 			if (id === null) return null;
-			return this.broker.call("tunnels.authorize", { id, token: password }).catch(() => null);
+			return this.broker.call<Grant | null, { id: number; token: string }>("tunnels.authorize", { id, token: password }).catch(() => null);
 		},
 		/** A TCP connection to the SSH port: held (and timed) only while there is room for one more. */
-		admit(this: any, socket: net.Socket): void {
+		admit(socket: net.Socket): void {
 			const { authTimeoutMs, maxUnauthenticated } = configOf(this.broker).tunnels;
-			const waiting: Map<string, Waiting> = this.unauthenticated;
+			const waiting = this.unauthenticated;
 			const peer = peerOf(socket.remoteAddress, socket.remotePort);
 			if (waiting.size >= maxUnauthenticated || socket.remoteAddress === undefined || waiting.has(peer)) {
 				socket.destroy();
@@ -82,23 +102,23 @@ export const TunnelServerService: ServiceSchema = {
 			this.ssh.injectSocket(socket);
 		},
 		/** The connection from `peer` logged in (or went): no longer timed, no longer counted as waiting. */
-		loggedIn(this: any, peer: string): void {
+		loggedIn(peer: string): void {
 			clearTimeout(this.unauthenticated.get(peer)?.timer);
 			this.unauthenticated.delete(peer);
 		},
-		accept(this: any, client: Connection, info: { ip: string; port: number }): void {
+		accept(client: Connection, info: { ip: string; port: number }): void {
 			const session: Session = { grant: null as unknown as Grant, client, listener: null };
 			let wrongPasswords = 0;
 			client.on("authentication", (auth) => {
 				if (auth.method !== "password") return auth.reject(["password"]);
-				this.authorize(auth.username, auth.password).then((grant: Grant | null) => {
+				this.authorize(auth.username, auth.password).then((grant) => {
 					if (!grant) {
 						auth.reject(["password"]);
 						if (++wrongPasswords >= MAX_PASSWORD_ATTEMPTS) client.end();
 						return;
 					}
 					session.grant = grant;
-					(this.sessions as Set<Session>).add(session);
+					this.sessions.add(session);
 					this.loggedIn(peerOf(info.ip, info.port));
 					auth.accept();
 				});
@@ -106,7 +126,7 @@ export const TunnelServerService: ServiceSchema = {
 			client.on("ready", () => {
 				client.on("session", (_accept, reject) => reject());
 				client.on("tcpip", (_accept, reject) => reject());
-				client.on("request", (accept, reject, name, info: any) => {
+				client.on("request", (accept, reject, name, info) => {
 					if (name === "tcpip-forward") this.forward(session, info, accept, reject);
 					else if (name === "cancel-tcpip-forward" && session.listener) {
 						this.closeListener(session);
@@ -118,7 +138,7 @@ export const TunnelServerService: ServiceSchema = {
 			client.on("close", () => this.drop(session));
 		},
 		/** Opens the row's port and carries each connection to it as a forwarded-tcpip channel. */
-		forward(this: any, session: Session, info: { bindAddr: string; bindPort: number }, accept?: (port?: number) => void, reject?: () => void): void {
+		forward(session: Session, info: { bindAddr: string; bindPort: number }, accept?: (port?: number) => void, reject?: () => void): void {
 			const { grant } = session;
 			const bind = bindOf(grant.public);
 			const allowedAddr = info.bindAddr === bind || (!grant.public && ["localhost", ""].includes(info.bindAddr));
@@ -151,18 +171,18 @@ export const TunnelServerService: ServiceSchema = {
 			session.listener?.close();
 			session.listener = null;
 		},
-		drop(this: any, session: Session): void {
-			if (!(this.sessions as Set<Session>).delete(session)) return;
+		drop(session: Session): void {
+			if (!this.sessions.delete(session)) return;
 			const hadForward = session.listener !== null;
 			this.closeListener(session);
 			session.client.end();
 			if (hadForward) void this.report(session.grant.id, "pending", "tunnel client disconnected");
 		},
-		report(this: any, id: number, status: string, reason: string | null) {
+		report(id: number, status: string, reason: string | null) {
 			return this.broker.call("tunnels.report", { id, status, ...(reason ? { reason } : {}) }).catch((err: Error) => this.logger.warn(`tunnel ${id}: status not recorded: ${err.message}`));
 		},
 	},
-	created(this: any) {
+	created() {
 		this.sessions = new Set<Session>();
 		this.unauthenticated = new Map<string, Waiting>();
 		this.hostKey = hostKey(configOf(this.broker));
@@ -172,19 +192,20 @@ export const TunnelServerService: ServiceSchema = {
 		// Published with the service: the manager hands it to clients, which pin it.
 		Object.assign(this.metadata, { hostKey: key.getPublicSSH().toString("base64") });
 	},
-	async started(this: any) {
+	async started() {
 		const settings = configOf(this.broker).tunnels;
 		// ssh2 speaks SSH on sockets this listener admits (it would time nothing before a client's first bytes).
 		this.ssh = new Server({ hostKeys: [this.hostKey] }, (client: Connection, info: { ip: string; port: number }) => this.accept(client, info));
-		this.tcp = net.createServer((socket) => this.admit(socket));
-		this.tcp.maxConnections = settings.maxConnections;
-		await listenOn(this.tcp, settings.sshPort, settings.sshBind);
-		this.tcp.on("error", (err: Error) => this.logger.warn(`tunnel SSH endpoint: ${err.message}`));
+		const tcp = (this.tcp = net.createServer((socket) => this.admit(socket)));
+		tcp.maxConnections = settings.maxConnections;
+		await listenOn(tcp, settings.sshPort, settings.sshBind);
+		tcp.on("error", (err: Error) => this.logger.warn(`tunnel SSH endpoint: ${err.message}`));
 		this.logger.info(`tunnel SSH endpoint on ${settings.sshBind}:${settings.sshPort}`);
 	},
-	async stopped(this: any) {
-		for (const session of [...(this.sessions as Set<Session>)]) this.drop(session);
-		for (const { socket } of [...(this.unauthenticated as Map<string, Waiting>).values()]) socket.destroy();
-		await new Promise<void>((resolve) => (this.tcp ? this.tcp.close(() => resolve()) : resolve()));
+	async stopped() {
+		for (const session of [...this.sessions]) this.drop(session);
+		for (const { socket } of [...this.unauthenticated.values()]) socket.destroy();
+		const tcp = this.tcp;
+		await new Promise<void>((resolve) => (tcp ? tcp.close(() => resolve()) : resolve()));
 	},
-};
+});

@@ -1,9 +1,7 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
+import * as tftp from "tftp";
 import type { Lan } from "./netns";
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const tftp = require("tftp");
 
 const RUN_TS = path.join(__dirname, "run-ts.cjs");
 const PROBE = path.join(__dirname, "pxe-probe.ts");
@@ -66,10 +64,14 @@ export interface PxeProbeResult {
 	bootServerAnswer: PxeAnswer | null;
 }
 
-/** Broadcast a PXE (or UEFI HTTP boot: kind "http") DISCOVER inside the LAN (from the client namespace) and collect the answers. */
-export function pxeProbe(lan: Lan, arch: number, kind: "firmware" | "ipxe" | "http", listenMs = 3000): Promise<PxeProbeResult> {
+/**
+ * Broadcast a PXE (or UEFI HTTP boot: kind "http") DISCOVER inside the LAN (from the client
+ * namespace) and collect the answers; from `mac` (lower-case, colons) when given, else a random one.
+ */
+export function pxeProbe(lan: Lan, arch: number, kind: "firmware" | "ipxe" | "http", listenMs = 3000, mac?: string): Promise<PxeProbeResult> {
+	if (mac !== undefined && !/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(mac)) throw new Error(`pxeProbe: not a lower-case MAC: ${mac}`);
 	return new Promise((resolve, reject) => {
-		const child = spawn("ip", ["netns", "exec", lan.ns.client, process.execPath, RUN_TS, PROBE, String(arch), kind, String(listenMs)], { stdio: ["ignore", "pipe", "pipe"] });
+		const child = spawn("ip", ["netns", "exec", lan.ns.client, process.execPath, RUN_TS, PROBE, String(arch), kind, String(listenMs), ...(mac ? [mac] : [])], { stdio: ["ignore", "pipe", "pipe"] });
 		let out = "";
 		let err = "";
 		const timer = setTimeout(() => child.kill("SIGKILL"), listenMs + 15_000);

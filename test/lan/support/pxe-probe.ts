@@ -2,15 +2,12 @@
 // `dhcp` package's encoder (its client cannot finish a lease, so only the encoder and parser are
 // used), with the options PXE firmware sends: 60 (PXEClient:Arch), 93 (architecture), 94 (UNDI
 // version), 97 (machine GUID), and 77 "iPXE" when posing as iPXE. Prints every answer as JSON.
-// Run inside a namespace: ip netns exec <ns> node run-ts.cjs pxe-probe.ts <arch> <ipxe|firmware|http> <ms>
+// Run inside a namespace: ip netns exec <ns> node run-ts.cjs pxe-probe.ts <arch> <ipxe|firmware|http> <ms> [mac]
 import crypto from "node:crypto";
 import dgram from "node:dgram";
 import os from "node:os";
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const DHCP = require("dhcp");
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const Protocol = require("dhcp/lib/protocol.js");
+import * as DHCP from "dhcp";
+import * as Protocol from "dhcp/lib/protocol.js";
 
 const PXE_OPTIONS: Record<number, { name: string; type: string }> = {
 	77: { name: "User Class", type: "ASCII" },
@@ -27,9 +24,10 @@ for (const [code, option] of Object.entries(PXE_OPTIONS)) {
 	}
 }
 
-const [archArg = "0", kind = "firmware", listenArg = "3000"] = process.argv.slice(2);
+const [archArg = "0", kind = "firmware", listenArg = "3000", macArg = ""] = process.argv.slice(2);
 const arch = Number(archArg);
-const mac = `52:54:00:${crypto.randomBytes(3).toString("hex").match(/../g)!.join(":")}`;
+// A chosen MAC (known-machines-only tests), else a random one of QEMU's prefix.
+const mac = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/.test(macArg) ? macArg : `52:54:00:${crypto.randomBytes(3).toString("hex").match(/../g)!.join(":")}`;
 const xid = crypto.randomBytes(4).readUInt32BE(0);
 
 const options: Record<number, unknown> = {

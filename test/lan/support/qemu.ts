@@ -54,9 +54,33 @@ export interface GuestOptions {
 }
 
 export function bootGuest(lan: Lan, options: GuestOptions): Guest {
-	const name = options.name ?? options.firmware;
-	const serialLog = path.join(options.dir, `serial-${name}.log`);
+	const serialLog = serialLogOf(options);
 	fs.writeFileSync(serialLog, "");
+	const args = guestArgs(options, serialLog);
+	// `timeout` bounds the machine even if the test process dies before its afterAll.
+	const child = lan.spawnIn(lan.ns.bridge, "timeout", ["-s", "KILL", String(options.maxSeconds), QEMU_OF[options.firmware], ...args], { stdio: ["ignore", "ignore", "pipe"] });
+	let stderr = "";
+	child.stderr!.on("data", (chunk: Buffer) => {
+		stderr += chunk.toString();
+	});
+	return {
+		child,
+		serialLog,
+		serial: () => fs.readFileSync(serialLog, "utf8") + (stderr ? `\n[qemu stderr] ${stderr}` : ""),
+	};
+}
+
+/** Where a guest's serial port is written. */
+export function serialLogOf(options: Pick<GuestOptions, "dir" | "name" | "firmware">): string {
+	return path.join(options.dir, `serial-${options.name ?? options.firmware}.log`);
+}
+
+/**
+ * The QEMU arguments (after the binary) of a guest network-booting on a LAN tap: what bootGuest
+ * runs, and what a simulated BMC starts on power-on (managed-guest.ts). Writes the VARS copy for UEFI.
+ */
+export function guestArgs(options: Omit<GuestOptions, "maxSeconds">, serialLog: string): string[] {
+	const name = options.name ?? options.firmware;
 	const args = [
 		"-accel", "tcg",
 		"-m", "512",
@@ -90,15 +114,5 @@ export function bootGuest(lan: Lan, options: GuestOptions): Guest {
 		if (options.firmware === "bios") throw new Error("UEFI HTTP boot needs UEFI firmware");
 		args.push("-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n", "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n");
 	}
-	// `timeout` bounds the machine even if the test process dies before its afterAll.
-	const child = lan.spawnIn(lan.ns.bridge, "timeout", ["-s", "KILL", String(options.maxSeconds), QEMU_OF[options.firmware], ...args], { stdio: ["ignore", "ignore", "pipe"] });
-	let stderr = "";
-	child.stderr!.on("data", (chunk: Buffer) => {
-		stderr += chunk.toString();
-	});
-	return {
-		child,
-		serialLog,
-		serial: () => fs.readFileSync(serialLog, "utf8") + (stderr ? `\n[qemu stderr] ${stderr}` : ""),
-	};
+	return args;
 }

@@ -4,6 +4,7 @@ import { CommandContext } from "./context";
 import { actionCommand, createCommand, deleteCommand, getCommand, listCommand, resourcesCommand, updateCommand } from "./crud";
 import { distributorCommand } from "./distributor";
 import { downloadCommand } from "./download";
+import { machinesCommand, machinesWaitCommand, powerCommand, provisionCommand } from "./machines";
 import { CliError, EXIT, EXIT_CODES_HELP } from "./errors";
 import { nodeCommand } from "./node";
 
@@ -25,11 +26,19 @@ export const CLIENT_USAGE = `Operating a running provisioner (over its REST API)
   clusterplatform distributor on|off <id|artifactId>
   clusterplatform node run <localnode-id> <script-file|-> [--timeout 5m] [--sshkeyId N]
   clusterplatform node hostkey <localnode-id> [--hostKey SHA256:…]   show the node's host key; accept one
+  clusterplatform machines list|get|create|update|delete …   as list machines … (e.g. --status discovered, --mac M, --label rack=r1)
+  clusterplatform machines import <file|->                    CSV with a header line, or JSON (an array); all or nothing
+  clusterplatform machines plan <id>                          the profile, selector and why, and the rendered scripts
+  clusterplatform machines wait <id…> [--timeout 30m]         a line per status change until each is ready or failed
+  clusterplatform power <machine-id> on|off|cycle|status      through the machine's BMC (from its site's distributor)
+  clusterplatform provision <machine-id…> [--profile N] [--wait [--timeout 30m]]
 
   Resources and their fields come from the gateway's own /api/openapi.json; \`create <resource>
   --help\` lists the fields. Field values: numbers and true/false are typed by the API's schema,
   @FILE reads a text value from a file (@- stdin), -F name=value reaches a field whose name is
   also an option here (e.g. url). --file F fills a text registry's "text" (mainscripts …).
+  \`provision --wait\` and \`machines wait\` print a line per machine (stderr) as its status changes,
+  then the machines (stdout); they exit 1 if any failed, 5 if --timeout ran out first.
   \`node run\` streams the script's stdout and stderr as the node produces them (a gateway
   without streaming sends them when the script has ended) and exits with the script's exit code.
 
@@ -52,10 +61,14 @@ const COMMANDS: Record<string, (ctx: CommandContext) => Promise<void | number>> 
 	delete: deleteCommand,
 	action: actionCommand,
 	build: buildCommand,
-	wait: waitCommand,
+	// Machines are no builds: `wait machines <id…>` waits for ready or failed.
+	wait: (ctx) => (ctx.line.positionals[1] === "machines" ? machinesWaitCommand(ctx) : waitCommand(ctx)),
 	download: downloadCommand,
 	distributor: distributorCommand,
 	node: nodeCommand,
+	machines: machinesCommand,
+	power: powerCommand,
+	provision: provisionCommand,
 };
 
 export function isClientCommand(argv: string[]): boolean {

@@ -7,6 +7,7 @@ import { BuildsView } from "./views/builds";
 import { DeployView } from "./views/deploy";
 import { DistributorsView } from "./views/distributors";
 import { LocalnodesView } from "./views/localnodes";
+import { MachinesView } from "./views/machines";
 import { RegistriesView } from "./views/registries";
 import "./style.css";
 
@@ -18,6 +19,7 @@ const ROUTES = [
 	{ path: "registries", title: "Registries", view: RegistriesView },
 	{ path: "builds", title: "Builds", view: BuildsView },
 	{ path: "distributors", title: "Distributors", view: DistributorsView },
+	{ path: "machines", title: "Machines", view: MachinesView },
 	{ path: "localnodes", title: "Localnodes", view: LocalnodesView },
 	{ path: "boots", title: "Boots", view: BootsView },
 ];
