@@ -1,14 +1,12 @@
-import fs from "node:fs";
 import path from "node:path";
 import type { Page } from "playwright-core";
-import { consoleBuilt } from "@clusterplatform/console";
-import { launchChromium, type TestBrowser } from "../support/chromium";
+import { CONSOLE_SCREENSHOTS, launchConsoleBrowser, type TestBrowser } from "../support/chromium";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
 import { freeUdpPort, startIpmiSim, type IpmiSim } from "../support/ipmi-sim";
 import { eventually } from "../support/ports";
 import { describeIf, missingProgram } from "../support/requirements";
 
-const SCREENSHOTS = path.resolve(__dirname, "..", "..", "test-artifacts", "console");
+const SCREENSHOTS = CONSOLE_SCREENSHOTS;
 const SITE = `console-machines-${process.pid}.example`;
 const UNKNOWN_MAC = "52:54:00:aa:bb:01";
 
@@ -37,11 +35,8 @@ describe("web console: machines (headless Chromium)", () => {
 	const row = (table: string, id: number) => page.locator(`#${table} tr[data-id="${id}"]`);
 
 	beforeAll(async () => {
-		browser = await launchChromium();
+		browser = await launchConsoleBrowser();
 		page = browser.page;
-		page.setDefaultTimeout(15_000);
-		if (!consoleBuilt()) throw new Error("The console is not built: run npm run build first (npm test's pretest does).");
-		fs.mkdirSync(SCREENSHOTS, { recursive: true });
 		provisioner = await startTestProvisioner({ services: ["gateway", "machines", "profiles", "selectors"] });
 		const profile = await (await provisioner.api("/profiles", { method: "POST", json: { name: "web", ipxeScript: "#!ipxe\necho web profile for {{name}} on {{mac}}\nexit\n" } })).json();
 		expect((await provisioner.api("/selectors", { method: "POST", json: { name: "web-role", profileId: profile.id, labels: { role: "web" } } })).status).toBe(201);
@@ -144,7 +139,6 @@ describeIf(missingProgram(["dnsmasq", "ipmi_sim", "ipmitool", "qemu-system-x86_6
 	let id: number;
 
 	beforeAll(async () => {
-		if (!consoleBuilt()) throw new Error("The console is not built: run npm run build first (npm test's pretest does).");
 		sim = await startIpmiSim({ port: await freeUdpPort(), qemuArgs: ["-machine", "accel=kvm:tcg"] });
 		provisioner = await startTestProvisioner({
 			services: ["gateway", "machines", "profiles", "selectors", "distributors", "distributor-worker"],
@@ -153,9 +147,8 @@ describeIf(missingProgram(["dnsmasq", "ipmi_sim", "ipmitool", "qemu-system-x86_6
 		await eventually(async () => ((await (await provisioner.api("/distributors")).json()).rows as { online: boolean }[]).some((row) => row.online), 30_000, "the site's distributor online");
 		const created = await provisioner.api("/machines", { method: "POST", json: { name: "bmc-guest", macs: ["52:54:00:00:06:01"], artifactId: SITE, bmcProtocol: "ipmi", bmcAddress: sim.address, bmcPort: sim.port, bmcUser: sim.user, bmcPassword: sim.password } });
 		id = ((await created.json()) as { id: number }).id;
-		browser = await launchChromium();
+		browser = await launchConsoleBrowser(60_000);
 		page = browser.page;
-		page.setDefaultTimeout(60_000);
 		await page.goto(`${provisioner.baseUrl}/console/machines`);
 		await page.fill("#token", TEST_ADMIN_TOKEN);
 		await page.click("#token-submit");

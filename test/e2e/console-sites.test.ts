@@ -1,15 +1,13 @@
-import fs from "node:fs";
 import path from "node:path";
 import type { Page } from "playwright-core";
 import { CATALOGUE } from "@clusterplatform/cli";
-import { consoleBuilt } from "@clusterplatform/console";
 import { storeFor } from "@clusterplatform/core";
-import { launchChromium, type TestBrowser } from "../support/chromium";
+import { CONSOLE_SCREENSHOTS, launchConsoleBrowser, type TestBrowser } from "../support/chromium";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
 import { freePort } from "../support/ports";
 import { startSshNode, type SshNode } from "../support/ssh-node";
 
-const SCREENSHOTS = path.resolve(__dirname, "..", "..", "test-artifacts", "console");
+const SCREENSHOTS = CONSOLE_SCREENSHOTS;
 const SITE = `console-site-${process.pid}`;
 /** The installed node: an address of its own on loopback, SSH on a free port it registers with. */
 const NODE_IP = "127.0.0.22";
@@ -36,11 +34,8 @@ describe("web console: distributors, localnodes, boots (headless Chromium)", () 
 	};
 
 	beforeAll(async () => {
-		browser = await launchChromium();
+		browser = await launchConsoleBrowser();
 		page = browser.page;
-		page.setDefaultTimeout(15_000);
-		if (!consoleBuilt()) throw new Error("The console is not built: run npm run build first (npm test's pretest does).");
-		fs.mkdirSync(SCREENSHOTS, { recursive: true });
 		provisioner = await startTestProvisioner({
 			services: ["gateway", "distributors", "distributor-worker", "localnodes", "scriptruns", "sshkeys", "sshkey", ...(HAS_BOOTS ? ["boots"] : [])],
 			// The node is a stand-in SSH server on a loopback address: a lab setting, off by default.

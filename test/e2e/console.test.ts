@@ -2,10 +2,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { Page } from "playwright-core";
-import { CONSOLE_ROOT, consoleBuilt } from "@clusterplatform/console";
-import { launchChromium, type TestBrowser } from "../support/chromium";
+import { CONSOLE_SCREENSHOTS, launchConsoleBrowser, type TestBrowser } from "../support/chromium";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "../support/provisioner";
-const SCREENSHOTS = path.resolve(__dirname, "..", "..", "test-artifacts", "console");
+
+const SCREENSHOTS = CONSOLE_SCREENSHOTS;
 /** Bounds for what the page waits on: builds here take seconds, a slow CI machine gets minutes. */
 const BUILD_WAIT_MS = 240_000;
 const UI_WAIT_MS = 15_000;
@@ -28,11 +28,8 @@ describe("web console (headless Chromium)", () => {
 	};
 
 	beforeAll(async () => {
-		browser = await launchChromium();
+		browser = await launchConsoleBrowser(UI_WAIT_MS);
 		page = browser.page;
-		page.setDefaultTimeout(UI_WAIT_MS);
-		if (!consoleBuilt()) throw new Error(`The console is not built (${CONSOLE_ROOT}/index.html missing): run npm run build first (npm test's pretest does).`);
-		fs.mkdirSync(SCREENSHOTS, { recursive: true });
 		for (const old of fs.readdirSync(SCREENSHOTS)) if (/^\d\d-.*\.png$/.test(old)) fs.rmSync(path.join(SCREENSHOTS, old));
 		provisioner = await startTestProvisioner({
 			services: ["gateway", "mainscripts", "distributors", "ipxes", "ipxes-worker", "grubs", "grubs-worker", "syslinuxs", "syslinuxs-worker", "isos", "isos-worker"],

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
+import { CONSOLE_ROOT, consoleBuilt } from "@clusterplatform/console";
 
 /** Debian's chromium (apt package `chromium`; scripts/setup installs it). Never a downloaded browser. */
 export const CHROMIUM = "/usr/bin/chromium";
@@ -41,4 +42,16 @@ export async function launchChromium(viewport = { width: 1280, height: 900 }): P
 			fs.rmSync(profile, { recursive: true, force: true });
 		},
 	};
+}
+
+/** Where the console's browser tests keep their screenshots (looked at by people, kept as artifacts). */
+export const CONSOLE_SCREENSHOTS = path.resolve(__dirname, "..", "..", "test-artifacts", "console");
+
+/** Chromium for a console test, waiting `timeoutMs` for the page; fails when the console is not built. */
+export async function launchConsoleBrowser(timeoutMs = 15_000): Promise<TestBrowser> {
+	if (!consoleBuilt()) throw new Error(`The console is not built (${CONSOLE_ROOT}/index.html missing): run npm run build first (npm test's pretest does).`);
+	fs.mkdirSync(CONSOLE_SCREENSHOTS, { recursive: true });
+	const browser = await launchChromium();
+	browser.page.setDefaultTimeout(timeoutMs);
+	return browser;
 }

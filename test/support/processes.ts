@@ -55,6 +55,13 @@ export interface CliRun {
 	stdoutTimes: { at: number; text: string }[];
 }
 
+/** `cli`, expecting exit 0: anything else throws with the command and its stderr. */
+export async function cliOk(args: string[], env: Record<string, string>): Promise<CliRun> {
+	const run = await cli(args, env);
+	if (run.code !== 0) throw new Error(`clusterplatform ${args.join(" ")} exited ${run.code}: ${run.stderr}`);
+	return run;
+}
+
 /** The built `clusterplatform` command as its own process, configured only by its environment; killed after 2 minutes. */
 export function cli(args: string[], env: Record<string, string>, input?: string): Promise<CliRun> {
 	return new Promise((resolve, reject) => {

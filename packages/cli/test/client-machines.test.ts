@@ -3,7 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
-import { CLI, cli } from "@clusterplatform/test-kit/processes";
+import { CLI, cli, cliOk } from "@clusterplatform/test-kit/processes";
 import { freeUdpPort, startIpmiSim, type IpmiSim } from "@clusterplatform/test-kit/ipmi-sim";
 import { eventually } from "@clusterplatform/test-kit/ports";
 import { describeIf, missingProgram } from "@clusterplatform/test-kit/requirements";
@@ -20,11 +20,7 @@ describe("clusterplatform machines, power, provision", () => {
 	let provisioner: TestProvisioner;
 	let scratch: string;
 	let env: Record<string, string>;
-	const ok = async (...args: string[]) => {
-		const run = await cli(args, env);
-		if (run.code !== 0) throw new Error(`clusterplatform ${args.join(" ")} exited ${run.code}: ${run.stderr}`);
-		return run;
-	};
+	const ok = (...args: string[]) => cliOk(args, env);
 	const file = (name: string, text: string) => {
 		const target = path.join(scratch, name);
 		fs.writeFileSync(target, text);

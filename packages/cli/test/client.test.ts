@@ -6,7 +6,7 @@ import { promisify } from "node:util";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
 import { freePort } from "@clusterplatform/test-kit/ports";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
-import { CLI, cli } from "@clusterplatform/test-kit/processes";
+import { CLI, cli, cliOk } from "@clusterplatform/test-kit/processes";
 
 const LABEL = "CPP CLI TEST";
 const READ_ONLY_TOKEN = generateToken();
@@ -15,12 +15,7 @@ describe("clusterplatform client commands against a running provisioner", () => 
 	let provisioner: TestProvisioner;
 	let scratch: string;
 	let env: Record<string, string>;
-	/** Run the CLI and expect success; stdout trimmed. */
-	const ok = async (...args: string[]) => {
-		const run = await cli(args, env);
-		if (run.code !== 0) throw new Error(`clusterplatform ${args.join(" ")} exited ${run.code}: ${run.stderr}`);
-		return run;
-	};
+	const ok = (...args: string[]) => cliOk(args, env);
 	const file = (name: string, text: string) => {
 		const target = path.join(scratch, name);
 		fs.writeFileSync(target, text);

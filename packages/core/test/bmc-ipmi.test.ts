@@ -5,17 +5,10 @@ import path from "node:path";
 import { BmcError, createBmc, type BmcFields } from "@clusterplatform/core";
 import { commandLine, freeUdpPort, isRunning, startIpmiSim, type IpmiSim } from "@clusterplatform/test-kit/ipmi-sim";
 import { eventually } from "@clusterplatform/test-kit/ports";
+import { rejectionOf } from "@clusterplatform/test-kit/rejection";
 import { describeIf, missingProgram } from "@clusterplatform/test-kit/requirements";
 
-/** The error a promise rejects with (a test fails if it resolves). */
-async function failure(promise: Promise<unknown>): Promise<BmcError> {
-	const outcome = await promise.then(
-		() => new Error("resolved, but a BmcError was expected"),
-		(err: unknown) => err,
-	);
-	if (!(outcome instanceof BmcError)) throw outcome;
-	return outcome;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, BmcError);
 
 /** ipmitool processes whose command line names this port (the library's, while a call is pending). */
 function ipmitoolProcessesFor(port: number): string[][] {

@@ -2,16 +2,10 @@ import https from "node:https";
 import { BmcError, createBmc, type BmcFields } from "@clusterplatform/core";
 import { freePort } from "@clusterplatform/test-kit/ports";
 import { OTHER_HOST, startRedfishStandIn, startSilentServer, type RedfishStandIn, type StandInOptions } from "@clusterplatform/test-kit/redfish-server";
+import { rejectionOf } from "@clusterplatform/test-kit/rejection";
 import { describeIf, missingProgram } from "@clusterplatform/test-kit/requirements";
 
-async function failure(promise: Promise<unknown>): Promise<BmcError> {
-	const outcome = await promise.then(
-		() => new Error("resolved, but a BmcError was expected"),
-		(err: unknown) => err,
-	);
-	if (!(outcome instanceof BmcError)) throw outcome;
-	return outcome;
-}
+const failure = (promise: Promise<unknown>) => rejectionOf(promise, BmcError);
 
 function fieldsOf(server: RedfishStandIn): BmcFields {
 	return { protocol: "redfish", address: server.address, port: server.port, user: server.user, password: server.password, certificateSha256: server.certificateSha256 };

@@ -68,12 +68,6 @@ const IPV4_RULE = {
 /** The seed sends "artifactId": 1 along with commands; any value is accepted, a different site tag is not. */
 const ARTIFACT_ID_ECHO = { type: "any", optional: true };
 
-/**
- * /api/distributors: one row per distributor worker (its site tag and persisted identity; a
- * restarted worker keeps its row). Rows appear when a worker connects and show online:false
- * and lastSeen when it is gone. PUT /:id and PUT /:id/status are carried out by that row's own
- * worker node, never by another.
- */
 /** A distributor row as stored: its identity, and its settings once configured. */
 type DistributorColumns = SiteWorkerColumns & { identity: string } & { [Setting in keyof DistributorSettings]-?: DistributorSettings[Setting] | null };
 

@@ -22,6 +22,19 @@ export function clientAddress(req: IncomingMessage): string | null {
 	return address?.startsWith("::ffff:") ? address.slice(7) : address;
 }
 
+/** Steps one client may add to the timeline: a boot's worth, then one a second. */
+export function stepsPerClient(): RateLimiter {
+	return new RateLimiter(STEPS_BURST, STEPS_PER_SECOND);
+}
+
+/** A boot the gateway answered from memory (machine-cache.ts) goes on the timeline as the machines service would put it, with the MAC. */
+export function recordRepeatedBoot(recorder: BootEventRecorder, perClient: RateLimiter, req: IncomingMessage, mac: string, detail: string): void {
+	if (!recorder.admit()) return;
+	const ip = clientAddress(req);
+	if (perClient.take(rateKeyOf(ip)) > 0) return;
+	recorder.record({ kind: "script", ip, mac, artifactId: null, detail: detail.slice(0, 500) });
+}
+
 /**
  * Wraps the gateway's request listener (behind the request gate): each machine-path request a host
  * makes (script, kickstart, artifact, a node registering) that is answered 2xx becomes a boot event
@@ -30,7 +43,7 @@ export function clientAddress(req: IncomingMessage): string | null {
  */
 export function recordBootSteps(recorder: BootEventRecorder, next: (req: IncomingMessage, res: ServerResponse) => void) {
 	// Anonymous requests must not push real history out of the capped table.
-	const perClient = new RateLimiter(STEPS_BURST, STEPS_PER_SECOND);
+	const perClient = stepsPerClient();
 	return (req: IncomingMessage, res: ServerResponse): void => {
 		const step = bootStepOf(req);
 		// In a storm the batch fills within the second: the rest cost no listener at all.

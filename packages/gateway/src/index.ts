@@ -175,6 +175,10 @@ export const GatewayService: ServiceSchema = defineService<GatewayMethods, Gatew
 		"cache.clean.*"(ctx: Context) {
 			this.machineCache?.evict((ctx.eventName ?? "").slice("cache.clean.".length));
 		},
+		// While the bus was down, cache.clean events went by: whatever was answered from memory may be stale.
+		"$transporter.connected"() {
+			this.machineCache?.evictAll();
+		},
 	},
 	created() {
 		const config = configOf(this.broker);
@@ -187,9 +191,9 @@ export const GatewayService: ServiceSchema = defineService<GatewayMethods, Gatew
 		// moleculer-web built its routes in its own created(), before the lines above: build them again.
 		for (const route of this.settings.routes) this.removeRoute(route.path);
 		for (const route of this.settings.routes) this.addRoute(route);
-		this.machineCache = new MachineTextCache(this.broker);
 		// Behind the gate (who may ask, how much body): boot steps, the boot-storm cache, then moleculer-web.
 		const bootEvents = (this.bootEvents = new BootEventRecorder(this.broker));
+		this.machineCache = new MachineTextCache(this.broker, { bootEvents });
 		const api = recordBootSteps(bootEvents, this.machineCache.wrap((req: IncomingMessage, res: ServerResponse) => this.httpHandler(req, res)));
 		const gate = (machineOnly: boolean) => requestGate({ access: this.access, bodyLimit: config.bodyLimit, machineOnly, sendError: (req, res, err) => this.sendError(req, res, err) }, api);
 		// The web console's static files (/console/) go first; they are not API routes.
@@ -223,6 +227,7 @@ export const GatewayService: ServiceSchema = defineService<GatewayMethods, Gatew
 		const machineServer = this.machineServer;
 		const machineClosed = machineServer?.listening ? new Promise((resolve) => machineServer.close(resolve)) : null;
 		// Boot steps still in the batch go out before the broker does.
+		await this.machineCache?.stop();
 		await this.bootEvents?.stop();
 		await machineClosed;
 	},

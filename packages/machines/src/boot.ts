@@ -3,7 +3,7 @@ import type { Context } from "moleculer";
 import { NotFoundError, configOf, rateKeyOf, respondText, type BootEventKind } from "@clusterplatform/core";
 import { ipxeRefusal, shellRefusal, unknownMachineScript, type UnknownBoot } from "./boot-scripts";
 import { ARCHITECTURES, MAC_PARAM, normalizeMac, normalizeUuid, safeTextParam } from "./fields";
-import type { MachineMeta, MachineRow } from "./machines";
+import type { MachineMeta, MachineRow, MachinesThis } from "./machines";
 import type { ProfileRow } from "./profiles";
 import type { Selection } from "./selectors";
 import type { TemplateField } from "./templates";
@@ -16,6 +16,12 @@ import type { TemplateField } from "./templates";
 
 /** lastSeen is written at most this often per machine: a boot storm is not a write storm. */
 const SEEN_EVERY_MS = 30_000;
+
+/** MACs per lastSeen UPDATE (well below SQLite's and PostgreSQL's bound-parameter limits). */
+const SEEN_CHUNK = 500;
+
+/** The most MACs one `bootsSeen` call may carry (a gateway's second of cache hits). */
+export const SEEN_BATCH_MAX = 10_000;
 
 const TOKEN_PREFIX = "cpm_";
 /** In a plan, where the post-boot script's token will be. */
@@ -43,6 +49,19 @@ export const BOOT_PARAMS = {
 	platform: { type: "string", max: 16, pattern: /^[a-z0-9_]*$/, optional: true },
 	$$strict: true,
 };
+
+/**
+ * Set on the boot action's meta when its answer may be repeated from memory (the gateway's
+ * machine-cache.ts): the machine is known and ready, its boot told nothing new and moved no status,
+ * so the next boot gets the same bytes until a machine, profile or selector changes. `detail` is
+ * what each repeat puts on the boot timeline.
+ */
+export interface BootRepeat {
+	mac: string;
+	detail: string;
+}
+
+type BootMeta = MachineMeta & { bootRepeat?: BootRepeat };
 
 export interface BootFacts {
 	uuid?: string;
@@ -72,7 +91,7 @@ export function missingMessage(machine: MachineRow, profile: ProfileRow, field: 
 /** The machines service's boot-path methods (a mixin's methods: `this` is the machines service). */
 export const bootPathMethods = {
 		/** GET /api/boot: the machine's iPXE script, the default for one without a profile, or a script saying why not. */
-		async bootAnswer(this: any, ctx: Context<Record<string, string>, MachineMeta>): Promise<string> {
+		async bootAnswer(this: MachinesThis, ctx: Context<Record<string, string>, BootMeta>): Promise<string> {
 			const mac = normalizeMac(ctx.params.mac)!;
 			const facts = factsOf(ctx.params);
 			const baseUrl: string = configOf(this.broker).publicUrl;
@@ -83,7 +102,9 @@ export const bootPathMethods = {
 				this.recordStep(ctx, mac, "script", machine ? `discovered as machine ${machine.id}` : "unknown machine (not recorded: too many from this address)");
 				return unknownMachineScript(choice, mac, baseUrl, "not in the inventory");
 			}
-			await this.seen(machine, facts);
+			const told = await this.seen(machine, facts);
+			// Only an answer the next boot would get unchanged, with no status to move, may be answered from the gateway's memory.
+			const repeatable = machine.status === "ready" && !told;
 			let chosen: { selection: Selection | null; profile: ProfileRow } | { why: string };
 			try {
 				chosen = await this.selectionOf(ctx, machine);
@@ -92,7 +113,9 @@ export const bootPathMethods = {
 				return ipxeRefusal(`${mac}: the provisioner cannot choose a profile now (${(err as Error).message})`);
 			}
 			if ("why" in chosen) {
-				this.recordStep(ctx, mac, "script", `machine ${machine.id}: ${chosen.why}; default ${choice}`);
+				const detail = `machine ${machine.id}: ${chosen.why}; default ${choice}`;
+				this.recordStep(ctx, mac, "script", detail);
+				if (repeatable) ctx.meta.bootRepeat = { mac, detail };
 				return unknownMachineScript(choice, mac, baseUrl, chosen.why);
 			}
 			const { selection, profile } = chosen;
@@ -100,11 +123,13 @@ export const bootPathMethods = {
 			if ("missing" in result) return this.bootFailed(ctx, machine, mac, missingMessage(machine, profile, "ipxeScript", result.missing), "ipxe");
 			const chosenBy = selection ? `selector "${selection.selector.name}"` : "pinned on the machine";
 			await this.provisioning.stepSeen(machine, `fetched its iPXE script from ${mac} (profile "${profile.name}", ${chosenBy})`, true);
-			this.recordStep(ctx, mac, "script", `machine ${machine.id}: profile "${profile.name}" (${chosenBy})`);
+			const detail = `machine ${machine.id}: profile "${profile.name}" (${chosenBy})`;
+			this.recordStep(ctx, mac, "script", detail);
+			if (repeatable) ctx.meta.bootRepeat = { mac, detail };
 			return result.text;
 		},
 		/** GET /api/boot/<kickstart|preboot|postboot>: the profile's script for the machine with this MAC. */
-		async scriptAnswer(this: any, ctx: Context<{ mac: string }, MachineMeta>, kind: keyof typeof BOOT_SCRIPTS): Promise<string> {
+		async scriptAnswer(this: MachinesThis, ctx: Context<{ mac: string }, MachineMeta>, kind: keyof typeof BOOT_SCRIPTS): Promise<string> {
 			const { field, step } = BOOT_SCRIPTS[kind];
 			const mac = normalizeMac(ctx.params.mac)!;
 			const machine: MachineRow | null = await this.machineByMac(mac);
@@ -123,7 +148,7 @@ export const bootPathMethods = {
 			return respondText(ctx, (result as { text: string }).text);
 		},
 		/** The machine cannot boot what its profile says: a script that says why, the reason on its status and timeline. */
-		async bootFailed(this: any, ctx: Context<unknown, MachineMeta>, machine: MachineRow, mac: string, reason: string, kind: string): Promise<string> {
+		async bootFailed(this: MachinesThis, ctx: Context<unknown, MachineMeta>, machine: MachineRow, mac: string, reason: string, kind: string): Promise<string> {
 			await this.setStatusOf(machine.id, "failed", reason);
 			this.recordStep(ctx, mac, kind === "kickstart" ? "kickstart" : "script", `boot error: ${reason}`);
 			if (kind === "ipxe") return ipxeRefusal(reason);
@@ -135,7 +160,7 @@ export const bootPathMethods = {
 			return respondText(ctx, shellRefusal(reason));
 		},
 		/** A MAC the inventory does not know: recorded as discovered (bounded per address), with what iPXE told. */
-		async discover(this: any, ctx: Context<unknown, MachineMeta>, mac: string, facts: BootFacts): Promise<MachineRow | null> {
+		async discover(this: MachinesThis, ctx: Context<unknown, MachineMeta>, mac: string, facts: BootFacts): Promise<MachineRow | null> {
 			if (this.discoveries.take(rateKeyOf(ctx.meta.remoteAddress)) > 0) return null;
 			const row = { name: `discovered-${mac.replace(/:/g, "")}`, macs: mac, labels: {}, ...facts, status: "discovered", statusReason: `first booted ${new Date().toISOString()} from ${ctx.meta.remoteAddress ?? "an unknown address"}`, lastSeen: new Date() };
 			try {
@@ -147,23 +172,37 @@ export const bootPathMethods = {
 			this.broker.broadcast("cache.clean.machines");
 			return this.machineByMac(mac);
 		},
-		/** A known machine booted: lastSeen (at most every SEEN_EVERY_MS), and what iPXE told where the inventory had nothing. */
-		async seen(this: any, machine: MachineRow, facts: BootFacts): Promise<void> {
+		/** A known machine booted: lastSeen (at most every SEEN_EVERY_MS), and what iPXE told where the inventory had nothing. True when that changed a fact. */
+		async seen(this: MachinesThis, machine: MachineRow, facts: BootFacts): Promise<boolean> {
 			const changes: Record<string, unknown> = {};
 			for (const [name, value] of Object.entries(facts)) {
 				const current = machine[name as keyof MachineRow];
 				// A discovered machine keeps what it last told; an operator's machine only gains what it lacked.
 				if (machine.status === "discovered" ? current !== value : current === null) changes[name] = value;
 			}
-			if (Object.keys(changes).length === 0 && machine.lastSeen && Date.now() - new Date(machine.lastSeen).getTime() < SEEN_EVERY_MS) return;
+			const told = Object.keys(changes).length > 0;
+			if (!told && machine.lastSeen && Date.now() - new Date(machine.lastSeen).getTime() < SEEN_EVERY_MS) return false;
 			await this.adapter.model.update({ ...changes, lastSeen: new Date() }, { where: { id: machine.id } });
+			return told;
 		},
-		async newToken(this: any, id: number): Promise<string> {
+		/** Boots the gateway answered from memory (machine-cache.ts): their machines' lastSeen, in one UPDATE per chunk. */
+		async markSeen(this: MachinesThis, macs: string[]): Promise<number> {
+			let updated = 0;
+			for (let at = 0; at < macs.length; at += SEEN_CHUNK) {
+				const chunk = macs.slice(at, at + SEEN_CHUNK).map((mac) => normalizeMac(mac)).filter((mac): mac is string => mac !== null);
+				const ids = await this.inventory.machineIdsByMacs(chunk);
+				if (ids.length === 0) continue;
+				const [count] = await this.adapter.model.update({ lastSeen: new Date() }, { where: { id: ids } });
+				updated += count;
+			}
+			return updated;
+		},
+		async newToken(this: MachinesThis, id: number): Promise<string> {
 			const token = `${TOKEN_PREFIX}${randomBytes(24).toString("base64url")}`;
 			await this.adapter.model.update({ registrationTokenSha256: sha256(token) }, { where: { id } });
 			return token;
 		},
-		recordStep(this: any, ctx: Context<unknown, MachineMeta>, mac: string, kind: BootEventKind, detail: string) {
+		recordStep(this: MachinesThis, ctx: Context<unknown, MachineMeta>, mac: string, kind: BootEventKind, detail: string) {
 			const ip = ctx.meta.remoteAddress ?? null;
 			if (this.stepsPerClient.take(rateKeyOf(ip)) > 0) return;
 			this.bootEvents.record({ kind, ip, mac, artifactId: null, detail: detail.slice(0, 500) });

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ConflictError, DataTypes, ID_PARAM, UnavailableError, entityMixin, invalid, respondCreated, textParam, type RequestMeta } from "@clusterplatform/core";
+import { ConflictError, DataTypes, ID_PARAM, UnavailableError, defineService, entityMixin, invalid, respondCreated, textParam, type EntityMethods, type EntityVars, type RequestMeta } from "@clusterplatform/core";
 import { NAME_PARAM } from "./fields";
 import { RESERVED_NAMES, TEMPLATE_FIELDS, VARIABLE_NAME, templateProblem, type TemplateField } from "./templates";
 
@@ -55,7 +55,15 @@ const given = (value: unknown) => value !== null && value !== undefined && value
  * test a value) rendered unescaped with the machine's values; a name neither the machine nor the
  * variables can give is refused here (422), a value a machine lacks fails that machine's boot.
  */
-export const ProfilesService: ServiceSchema = {
+type ProfileColumns = Omit<ProfileRow, "id">;
+
+interface ProfilesMethods extends EntityMethods<ProfileColumns> {
+	conflictAsName<T>(write: () => Promise<T>): Promise<T>;
+	checkedProfile(ctx: Context, profile: StoredProfile): Promise<StoredProfile>;
+	mustExist(ctx: Context, field: string, registry: string, id: number): Promise<void>;
+}
+
+export const ProfilesService: ServiceSchema = defineService<ProfilesMethods, EntityVars<ProfileColumns>>({
 	name: "profiles",
 	mixins: [
 		entityMixin({
@@ -77,14 +85,14 @@ export const ProfilesService: ServiceSchema = {
 	actions: {
 		create: {
 			description: "Make a profile: iPXE from one of ipxeScript (a template starting #!ipxe), mainscriptId or subscriptId; kickstart, prebootScript, postbootScript templates; variables. A template naming a value neither a machine nor the variables give is refused (422)",
-			async handler(this: any, ctx: Context<Partial<ProfileRow>, RequestMeta>) {
+			async handler(ctx: Context<Partial<ProfileRow>, RequestMeta>) {
 				const profile = await this.checkedProfile(ctx, { ...emptyProfile(), ...clearedEmpty(ctx.params) });
 				const row = await this.conflictAsName(() => this._create(ctx, profile));
 				return respondCreated(ctx, row, `/api/profiles/${row.id}`);
 			},
 		},
 		update: {
-			async handler(this: any, ctx: Context<Partial<ProfileRow> & { id: number }>) {
+			async handler(ctx: Context<Partial<ProfileRow> & { id: number }>) {
 				const current: ProfileRow = (await this.findOrFail(ctx.params.id)).get({ plain: true });
 				const { id, ...changes } = ctx.params;
 				// The profile as it will be, checked whole: removing a variable a template names is refused too.
@@ -97,7 +105,7 @@ export const ProfilesService: ServiceSchema = {
 		},
 		remove: {
 			hooks: {
-				async before(this: any, ctx: Context<{ id: number }>) {
+				async before(ctx: Context<{ id: number }>) {
 					const using = await ctx.call<number, object>("selectors.count", { query: { profileId: ctx.params.id } }).catch((err: Error) => {
 						if (err.name === "ServiceNotFoundError") return 0;
 						throw err;
@@ -115,14 +123,14 @@ export const ProfilesService: ServiceSchema = {
 		byId: {
 			visibility: "public",
 			params: { id: ID_PARAM },
-			async handler(this: any, ctx: Context<{ id: number }>): Promise<ProfileRow | null> {
+			async handler(ctx: Context<{ id: number }>): Promise<ProfileRow | null> {
 				const row = await this.adapter.findById(ctx.params.id);
 				return row ? row.get({ plain: true }) : null;
 			},
 		},
 	},
 	methods: {
-		async conflictAsName(this: any, write: () => Promise<any>) {
+		async conflictAsName<T>(write: () => Promise<T>): Promise<T> {
 			try {
 				return await write();
 			} catch (err) {
@@ -131,7 +139,7 @@ export const ProfilesService: ServiceSchema = {
 			}
 		},
 		/** The profile checked whole (422 naming the field), ready to store. */
-		async checkedProfile(this: any, ctx: Context, profile: StoredProfile): Promise<StoredProfile> {
+		async checkedProfile(ctx: Context, profile: StoredProfile): Promise<StoredProfile> {
 			const sources = IPXE_SOURCES.filter((field) => given(profile[field]));
 			if (sources.length !== 1) invalid(sources[1] ?? "ipxeScript", `a profile boots exactly one of ipxeScript, mainscriptId or subscriptId (${sources.length === 0 ? "none" : sources.join(" and ")} given)`);
 			if (profile.ipxeScript && !/^#!ipxe\b/.test(profile.ipxeScript)) invalid("ipxeScript", "must start with #!ipxe (iPXE runs nothing else)");
@@ -145,11 +153,11 @@ export const ProfilesService: ServiceSchema = {
 				if (problem) invalid(field, problem);
 			}
 			for (const [field, registry] of [["mainscriptId", "mainscripts"], ["subscriptId", "subscripts"]] as const) {
-				if (given(profile[field])) await this.mustExist(ctx, field, registry, profile[field]);
+				if (given(profile[field])) await this.mustExist(ctx, field, registry, profile[field]!);
 			}
 			return { ...profile, variables };
 		},
-		async mustExist(this: any, ctx: Context, field: string, registry: string, id: number): Promise<void> {
+		async mustExist(ctx: Context, field: string, registry: string, id: number): Promise<void> {
 			try {
 				await ctx.call(`${registry}.get`, { id }, { meta: { accept: "application/json" } });
 			} catch (err) {
@@ -159,7 +167,7 @@ export const ProfilesService: ServiceSchema = {
 			}
 		},
 	},
-};
+});
 
 type StoredProfile = Omit<ProfileRow, "id">;
 

@@ -39,7 +39,7 @@ export interface ProvisioningHost {
 	/** The stored row (404 when there is none). */
 	machine(id: number): Promise<MachineRow>;
 	/** The row as the API shows it (no secrets). */
-	shown(ctx: Context, id: number): Promise<Record<string, unknown>>;
+	shown(ctx: Context, id: number): Promise<object>;
 	/** The BMC password, opened. */
 	password(row: MachineRow): string | null;
 	setStatus(id: number, status: MachineStatus, reason: string | null, more?: Record<string, unknown>): Promise<void>;
@@ -56,7 +56,7 @@ export interface ProvisionOutcome {
 	id: number;
 	/** 202 when provisioning began, else the error's HTTP code. */
 	status: number;
-	machine?: Record<string, unknown>;
+	machine?: object;
 	error?: { name: string; message: string; type?: string; data?: unknown };
 	/** When this machine's BMC calls began and ended (a bulk provision runs at most `concurrency` at once). */
 	startedAt: string;
@@ -72,7 +72,6 @@ interface BmcTarget {
 type ClientError = Error & { code?: number; type?: string; data?: unknown };
 
 export class Provisioning {
-	private readonly busy = new Set<number>();
 	private timer: NodeJS.Timeout | null = null;
 	private sweeping: Promise<void> | null = null;
 
@@ -107,42 +106,61 @@ export class Provisioning {
 	}
 
 	/**
-	 * Next boot from the network, then a power cycle; the machine is `provisioning` from just before
-	 * the cycle (a fast machine's first request must find it so). Errors up to the boot device write
-	 * nothing; a failed power cycle leaves the machine `failed` with the error as its reason.
+	 * Next boot from the network, then a power cycle. The machine is claimed first, in the database
+	 * (status → `provisioning` unless it is so already: a 409 otherwise), so two processes never
+	 * power-cycle one machine together; a fast machine's first request finds it provisioning. Errors
+	 * before the claim write nothing; one up to the boot device gives the machine back as it was; a
+	 * failed power cycle leaves it `failed` with the error as its reason.
 	 */
-	async provision(ctx: Context, id: number, profileId?: number): Promise<Record<string, unknown>> {
+	async provision(ctx: Context, id: number, profileId?: number): Promise<object> {
 		const row = await this.host.machine(id);
 		const target = this.targetOf(row);
 		if (profileId !== undefined) await this.checkProfile(ctx, profileId);
-		if (this.busy.has(id)) throw new ConflictError(`machine ${id} (${row.name}) is being power-cycled by another provision request`, { id });
-		this.busy.add(id);
-		try {
-			await this.siteOnline(ctx, target);
-			const warning = await this.nextBootFromNetwork(ctx, row, target);
-			const now = new Date();
-			const cycling = `power-cycling through BMC ${target.label}`;
-			await this.host.setStatus(id, "provisioning", cycling, {
-				provisionStartedAt: now,
-				// Room for the cycle itself; the timeout proper counts from its end (below).
-				provisionDeadline: new Date(now.getTime() + BMC_CALL_TIMEOUT_MS + this.options.timeoutMs),
-				warning,
-				...(profileId !== undefined ? { profileId } : {}),
-			});
-			const cycled = await this.callBmc(ctx, row, target, { action: "cycle" }).catch(async (err: ClientError) => {
-				await this.host.setStatus(id, "failed", `provisioning: the power cycle failed: ${err.message}`);
-				throw err;
-			});
-			const cycledAt = new Date();
-			await this.host.model.update({ provisionDeadline: new Date(cycledAt.getTime() + this.options.timeoutMs) }, { where: { id, status: "provisioning", provisionStartedAt: now } });
-			// Unless the machine was quicker than the BMC's answer and its boot moved the reason on already.
-			await this.host.model.update({ statusReason: `power-cycled through BMC ${target.label} (it reports ${String(cycled.power)}) at ${cycledAt.toISOString()}; no boot seen yet` }, { where: { id, status: "provisioning", statusReason: cycling } });
-			this.host.broker.broadcast("cache.clean.machines");
-			this.host.logger.info(`machine ${id} (${row.name}): provisioning, power-cycled through ${target.label}${warning ? `; ${warning}` : ""}`);
-			return this.host.shown(ctx, id);
-		} finally {
-			this.busy.delete(id);
+		await this.siteOnline(ctx, target);
+		const claimedAt = await this.claim(row, target);
+		const warning = await this.nextBootFromNetwork(ctx, row, target).catch(async (err: ClientError) => {
+			await this.giveBack(row, claimedAt);
+			throw err;
+		});
+		const cycling = `power-cycling through BMC ${target.label}`;
+		await this.host.model.update({ statusReason: cycling, warning, ...(profileId !== undefined ? { profileId } : {}) }, { where: { id, status: "provisioning", provisionStartedAt: claimedAt } });
+		this.host.broker.broadcast("cache.clean.machines");
+		const cycled = await this.callBmc(ctx, row, target, { action: "cycle" }).catch(async (err: ClientError) => {
+			await this.host.setStatus(id, "failed", `provisioning: the power cycle failed: ${err.message}`);
+			throw err;
+		});
+		const cycledAt = new Date();
+		await this.host.model.update({ provisionDeadline: new Date(cycledAt.getTime() + this.options.timeoutMs) }, { where: { id, status: "provisioning", provisionStartedAt: claimedAt } });
+		// Unless the machine was quicker than the BMC's answer and its boot moved the reason on already.
+		await this.host.model.update({ statusReason: `power-cycled through BMC ${target.label} (it reports ${String(cycled.power)}) at ${cycledAt.toISOString()}; no boot seen yet` }, { where: { id, status: "provisioning", statusReason: cycling } });
+		this.host.broker.broadcast("cache.clean.machines");
+		this.host.logger.info(`machine ${id} (${row.name}): provisioning, power-cycled through ${target.label}${warning ? `; ${warning}` : ""}`);
+		return this.host.shown(ctx, id);
+	}
+
+	/**
+	 * The machine becomes `provisioning` in one conditional UPDATE, or the request is a 409: the row is
+	 * the lock every gateway sees. The deadline leaves room for both BMC calls; the timeout proper
+	 * counts from the cycle's end. When it began, which the later writes are conditioned on.
+	 */
+	private async claim(row: MachineRow, target: BmcTarget): Promise<Date> {
+		const now = new Date();
+		const [changed] = await this.host.model.update(
+			{ status: "provisioning", statusReason: `setting the next boot to PXE through BMC ${target.label}`, provisionStartedAt: now, provisionDeadline: new Date(now.getTime() + 2 * BMC_CALL_TIMEOUT_MS + this.options.timeoutMs), warning: null },
+			{ where: { id: row.id, status: { [Op.ne]: "provisioning" } } },
+		);
+		if (changed !== 1) {
+			throw new ConflictError(`machine ${row.id} (${row.name}) is provisioning already: wait until it is ready or failed, or set its status to end it`, { id: row.id, field: "id" });
 		}
+		this.host.broker.broadcast("cache.clean.machines");
+		return now;
+	}
+
+	/** The machine as it was before `claim`, unless something moved it on since. */
+	private async giveBack(row: MachineRow, claimedAt: Date): Promise<void> {
+		const { status, statusReason, provisionStartedAt, provisionDeadline, warning } = row;
+		await this.host.model.update({ status, statusReason, provisionStartedAt, provisionDeadline, warning }, { where: { id: row.id, status: "provisioning", provisionStartedAt: claimedAt } });
+		this.host.broker.broadcast("cache.clean.machines");
 	}
 
 	/** Each machine as `provision`, at most `concurrency` at once; every machine's outcome, in the order asked. */

@@ -1,5 +1,5 @@
 import type { Context, ServiceSchema } from "moleculer";
-import { ARTIFACT_ID_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, entityMixin, invalid, respondCreated, type RequestMeta } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, ConflictError, DataTypes, ID_PARAM, Op, UnavailableError, defineService, entityMixin, invalid, respondCreated, type EntityMethods, type EntityVars, type RequestMeta } from "@clusterplatform/core";
 import { ARCHITECTURES, FIRMWARES, MAC_PARAM, NAME_PARAM, UUID_PARAM, labelsParam, normalizeMac, normalizeUuid } from "./fields";
 import { SPECIFICITY_RULE, couldMatchSame, matchedOn, ranks, specificity, type Criteria, type MachineFacts } from "./specificity";
 
@@ -38,7 +38,25 @@ const SCALARS = ["mac", "uuid", "artifactId", "arch", "firmware"] as const;
  * SPECIFICITY_RULE in specificity.ts. Writes are serialized in this process so two racing writes
  * cannot both miss their tie.
  */
-export const SelectorsService: ServiceSchema = {
+type SelectorColumns = Omit<SelectorRow, "id">;
+/** A selector as a client gives it. */
+type SelectorFields = Criteria & { name: string; profileId: number };
+
+interface SelectorsMethods extends EntityMethods<SelectorColumns> {
+	serialized<T>(work: () => Promise<T>): Promise<T>;
+	nameConflict<T>(write: () => Promise<T>): Promise<T>;
+	checkedSelector(ctx: Context, selector: SelectorFields, id: number | null): Promise<SelectorFields & { specificity: number }>;
+	profileMustExist(ctx: Context, profileId: number): Promise<void>;
+	tieWith(ctx: Context, selector: Criteria, score: number, id: number | null): Promise<SelectorRow | null>;
+	oneMachineHas(ctx: Context, a: string, b: string): Promise<boolean>;
+}
+
+interface SelectorsVars extends EntityVars<SelectorColumns> {
+	/** The last selector write of this process: the next one waits for it. */
+	writes?: Promise<unknown>;
+}
+
+export const SelectorsService: ServiceSchema = defineService<SelectorsMethods, SelectorsVars>({
 	name: "selectors",
 	mixins: [
 		entityMixin({
@@ -68,9 +86,10 @@ export const SelectorsService: ServiceSchema = {
 	actions: {
 		create: {
 			description: `Map machines to a profile by mac, uuid, artifactId (site), arch, firmware and labels. ${SPECIFICITY_RULE}`,
-			async handler(this: any, ctx: Context<Record<string, unknown>, RequestMeta>) {
+			async handler(ctx: Context<Record<string, unknown>, RequestMeta>) {
 				return this.serialized(async () => {
-					const selector = await this.checkedSelector(ctx, normalized(ctx.params), null);
+					// create's params passed SELECTOR_PARAMS, which require name and profileId.
+					const selector = await this.checkedSelector(ctx, normalized(ctx.params) as SelectorFields, null);
 					const row = await this.nameConflict(() => this._create(ctx, selector));
 					return respondCreated(ctx, row, `/api/selectors/${row.id}`);
 				});
@@ -78,7 +97,7 @@ export const SelectorsService: ServiceSchema = {
 		},
 		update: {
 			description: `Change a selector. ${SPECIFICITY_RULE}`,
-			async handler(this: any, ctx: Context<Record<string, unknown> & { id: number }>) {
+			async handler(ctx: Context<Record<string, unknown> & { id: number }>) {
 				return this.serialized(async () => {
 					const current: SelectorRow = (await this.findOrFail(ctx.params.id)).get({ plain: true });
 					const { id, ...changes } = ctx.params;
@@ -95,7 +114,7 @@ export const SelectorsService: ServiceSchema = {
 		match: {
 			visibility: "public",
 			params: { machine: { type: "object" } },
-			async handler(this: any, ctx: Context<{ machine: MachineFacts }>): Promise<Selection | null> {
+			async handler(ctx: Context<{ machine: MachineFacts }>): Promise<Selection | null> {
 				const machine = ctx.params.machine;
 				const where = {
 					[Op.and]: [
@@ -122,12 +141,12 @@ export const SelectorsService: ServiceSchema = {
 	},
 	methods: {
 		/** One selector write at a time in this process: the tie check and the write go together. */
-		serialized(this: any, work: () => Promise<unknown>) {
+		serialized<T>(work: () => Promise<T>): Promise<T> {
 			const run = (this.writes ?? Promise.resolve()).then(work, work);
 			this.writes = run.catch(() => undefined);
 			return run;
 		},
-		async nameConflict(this: any, write: () => Promise<any>) {
+		async nameConflict<T>(write: () => Promise<T>): Promise<T> {
 			try {
 				return await write();
 			} catch (err) {
@@ -135,7 +154,7 @@ export const SelectorsService: ServiceSchema = {
 				throw new ConflictError("another selector has this name", { field: "name" });
 			}
 		},
-		async checkedSelector(this: any, ctx: Context, selector: Criteria & { name: string; profileId: number }, id: number | null) {
+		async checkedSelector(ctx: Context, selector: SelectorFields, id: number | null) {
 			await this.profileMustExist(ctx, selector.profileId);
 			const score = specificity(selector);
 			const tie = await this.tieWith(ctx, selector, score, id);
@@ -144,7 +163,7 @@ export const SelectorsService: ServiceSchema = {
 			}
 			return { ...selector, specificity: score };
 		},
-		async profileMustExist(this: any, ctx: Context, profileId: number): Promise<void> {
+		async profileMustExist(ctx: Context, profileId: number): Promise<void> {
 			const profile = await ctx.call("profiles.byId", { id: profileId }).catch((err: Error) => {
 				if (err.name === "ServiceNotFoundError") throw new UnavailableError("the profiles service is not running: profileId cannot be checked");
 				throw err;
@@ -152,7 +171,7 @@ export const SelectorsService: ServiceSchema = {
 			if (!profile) invalid("profileId", `no profile ${profileId}`);
 		},
 		/** A selector of equal specificity that some machine could match together with this one. */
-		async tieWith(this: any, ctx: Context, selector: Criteria, score: number, id: number | null): Promise<SelectorRow | null> {
+		async tieWith(ctx: Context, selector: Criteria, score: number, id: number | null): Promise<SelectorRow | null> {
 			// A candidate ties unless a field both name differs: those that differ on a scalar are left to SQL (MACs aside, see below).
 			const where: Record<string | symbol, unknown> = { specificity: score, ...(id ? { id: { [Op.ne]: id } } : {}) };
 			const and: unknown[] = [];
@@ -170,15 +189,15 @@ export const SelectorsService: ServiceSchema = {
 			}
 		},
 		/** Two MACs of one machine: selectors naming each could both match it. */
-		async oneMachineHas(this: any, ctx: Context, a: string, b: string): Promise<boolean> {
+		async oneMachineHas(ctx: Context, a: string, b: string): Promise<boolean> {
 			const owners: (number | null)[] = await Promise.all([a, b].map((mac) => ctx.call<number | null, { mac: string }>("machines.idByMac", { mac }).catch(() => null)));
 			return owners[0] !== null && owners[0] === owners[1];
 		},
 	},
-};
+});
 
 /** Criteria as stored: MACs and UUIDs in one spelling; an update's "" clears a criterion. */
-function normalized(params: Record<string, unknown>, update = false): Record<string, unknown> {
+function normalized(params: Record<string, unknown>, update = false): Partial<SelectorFields> {
 	const out: Record<string, unknown> = {};
 	for (const [name, value] of Object.entries(params)) {
 		if (value === undefined || !(name in SELECTOR_PARAMS)) continue;
@@ -188,11 +207,14 @@ function normalized(params: Record<string, unknown>, update = false): Record<str
 		}
 		out[name] = name === "mac" ? normalizeMac(value as string) : name === "uuid" ? normalizeUuid(value as string) : value;
 	}
-	return out;
+	// Only SELECTOR_PARAMS' names, with the values they were validated as.
+	return out as Partial<SelectorFields>;
 }
 
-function pick(row: SelectorRow): Record<string, unknown> {
-	return Object.fromEntries(Object.keys(SELECTOR_PARAMS).map((name) => [name, row[name as keyof SelectorRow] ?? null]));
+/** The row's client fields (not its id, specificity or timestamps); an unset criterion is null. */
+function pick(row: SelectorRow): SelectorFields {
+	const { name, profileId, mac, uuid, artifactId, arch, firmware, labels } = row;
+	return { name, profileId, mac: mac ?? null, uuid: uuid ?? null, artifactId: artifactId ?? null, arch: arch ?? null, firmware: firmware ?? null, labels: labels ?? null };
 }
 
 /** raw rows carry JSON as text on SQLite. */

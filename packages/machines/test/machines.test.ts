@@ -89,7 +89,13 @@ describe.each(DATABASES)("machines on %s", (database) => {
 			expect(renamed.status).toBe(200);
 			expect(JSON.stringify(renamed.body)).not.toContain(PASSWORD);
 			const credentials = await provisioner.broker.call("machines.bmcCredentials", { id: created.body.id });
-			expect(credentials).toEqual({ protocol: "ipmi", address: "10.0.9.1", port: 623, user: "admin", password: PASSWORD });
+			expect(credentials).toEqual({ protocol: "ipmi", address: "10.0.9.1", port: 623, user: "admin", password: PASSWORD, cipherSuite: null, certificateSha256: null });
+			// The BMC's cipher suite (IPMI) and pinned certificate (Redfish) travel with its credentials.
+			expect((await put(`/machines/${created.body.id}`, { bmcCipherSuite: 3 })).status).toBe(200);
+			expect(await provisioner.broker.call("machines.bmcCredentials", { id: created.body.id })).toMatchObject({ protocol: "ipmi", cipherSuite: 3, certificateSha256: null });
+			const pin = "ab".repeat(32);
+			expect((await put(`/machines/${created.body.id}`, { bmcProtocol: "redfish", bmcPort: 443, bmcCertificateSha256: pin })).status).toBe(200);
+			expect(await provisioner.broker.call("machines.bmcCredentials", { id: created.body.id })).toEqual({ protocol: "redfish", address: "10.0.9.1", port: 443, user: "admin", password: PASSWORD, cipherSuite: null, certificateSha256: pin });
 		});
 
 		it("refuses bad fields with 422 naming each, and writes nothing", async () => {

@@ -166,6 +166,31 @@ describeIf(missingProgram(["ipmi_sim", "ipmitool", "qemu-system-x86_64", "nats-s
 			await put(`/machines/${m.id}/power`, { action: "off" });
 		}, 120_000);
 
+		it("provisions a machine once at a time across processes: the claim is a conditional write in the database (409 otherwise)", async () => {
+			const m = await machine(bmc());
+			// Two requests at once: one claims the row, the other finds it provisioning.
+			const both = await Promise.all([post(`/machines/${m.id}/provision`, {}), post(`/machines/${m.id}/provision`, {})].map(async (res) => json(await res)));
+			expect(both.map((r) => r.status).sort()).toEqual([202, 409]);
+			const refused = both.find((r) => r.status === 409)!;
+			expect(refused.body.message).toContain(`machine ${m.id}`);
+			expect(refused.body.message).toContain("provisioning already");
+			await put(`/machines/${m.id}/power`, { action: "off" });
+
+			// Another gateway's claim, as it sits in the shared database: no BMC call from here, nothing written.
+			const other = await machine(bmc());
+			const service = provisioner.broker.getLocalService("machines") as unknown as { adapter: { model: { update(values: object, options: object): Promise<unknown> } } };
+			const claimed = { status: "provisioning", statusReason: "power-cycling through BMC (another gateway)", provisionStartedAt: new Date(), provisionDeadline: new Date(Date.now() + 600_000) };
+			await service.adapter.model.update(claimed, { where: { id: other.id } });
+			provisioner.broker.broadcast("cache.clean.machines");
+			const second = await json(await post(`/machines/${other.id}/provision`, {}));
+			expect(second.status).toBe(409);
+			expect(await row(other.id)).toMatchObject({ status: "provisioning", statusReason: claimed.statusReason, warning: null });
+			// Once that provisioning ends (an operator's status), the machine can be provisioned again.
+			expect((await put(`/machines/${other.id}`, { status: "failed" })).status).toBe(200);
+			expect((await post(`/machines/${other.id}/provision`, {})).status).toBe(202);
+			await put(`/machines/${other.id}/power`, { action: "off" });
+		}, 120_000);
+
 		it("fails a provisioned machine that does not register within the timeout, naming the last step seen", async () => {
 			const m = await machine(bmc());
 			const mac = m.macs[0]!;

@@ -1,8 +1,7 @@
-import { useEffect, useState } from "preact/hooks";
+import { useCallback, useEffect, useState } from "preact/hooks";
 import { api } from "../api";
 import { ErrorBox, Section, StatusBadge, When, attempt } from "../components";
-import { useRows } from "../hooks";
-import type { MachineRow } from "@clusterplatform/machines";
+import type { MachineRow, MachineStatus } from "@clusterplatform/machines";
 
 /** A machine as the API sends it (dates as JSON strings). */
 type Machine = Omit<MachineRow, "lastSeen" | "bmcPassword"> & { lastSeen: string | null; warning?: string | null };
@@ -16,6 +15,59 @@ interface Plan {
 }
 
 const POWER_ACTIONS = ["on", "off", "cycle", "status"] as const;
+/** The statuses the list filters on (the API's own list; a type import keeps the server's code out of the bundle). */
+const STATUSES: readonly MachineStatus[] = ["unknown", "discovered", "provisioning", "ready", "failed"];
+/** Machines per page of the main list. */
+const PAGE_SIZE = 50;
+/** Statuses move on their own (boots, provisioning): the lists follow them. */
+const REFRESH_MS = 3000;
+
+interface Page<T> {
+	rows: T[];
+	total: number;
+	page: number;
+	totalPages: number;
+}
+
+/** One page of GET /api/machines, newest first, filtered by the server; reloaded every REFRESH_MS. */
+function useMachinesPage(status: string, page: number, pageSize: number) {
+	const [result, setResult] = useState<Page<Machine> | null>(null);
+	const [error, setError] = useState<unknown>(null);
+	const reload = useCallback(async () => {
+		const query = new URLSearchParams({ page: String(page), pageSize: String(pageSize), sort: "-id" });
+		if (status) query.set("status", status);
+		try {
+			setResult(await api<Page<Machine>>(`/machines?${query}`));
+			setError(null);
+		} catch (err) {
+			setError(err);
+		}
+	}, [status, page, pageSize]);
+	useEffect(() => {
+		void reload();
+		const timer = setInterval(() => void reload(), REFRESH_MS);
+		return () => clearInterval(timer);
+	}, [reload]);
+	return { result, rows: result?.rows ?? null, error, reload };
+}
+
+/** Previous/next over a list's pages, with where the list stands. */
+function Pager({ id, result, onPage }: { id: string; result: Page<unknown> | null; onPage: (page: number) => void }) {
+	if (!result || result.totalPages <= 1) return null;
+	return (
+		<div class="actions pager" id={id}>
+			<button class="secondary small" disabled={result.page <= 1} data-page="previous" onClick={() => onPage(result.page - 1)}>
+				← newer
+			</button>
+			<span class="muted">
+				page {result.page} of {result.totalPages} ({result.total} machines)
+			</span>
+			<button class="secondary small" disabled={result.page >= result.totalPages} data-page="next" onClick={() => onPage(result.page + 1)}>
+				older →
+			</button>
+		</div>
+	);
+}
 
 /** "rack=r1; room=2" → {rack: "r1", room: "2"}; the API checks keys and values and names a bad one. */
 export function parseLabels(text: string): Record<string, string> {
@@ -232,12 +284,24 @@ function MachineStatus({ machine }: { machine: Machine }) {
 type Panel = { kind: "plan" | "adopt"; machine: Machine } | { kind: "import" } | null;
 
 export function MachinesView() {
-	// Statuses move on their own (boots, provisioning): the list follows them.
-	const { rows, error, reload } = useRows<Machine>("machines", 3000);
+	const [status, setStatus] = useState("");
+	const [page, setPage] = useState(1);
+	const main = useMachinesPage(status, page, PAGE_SIZE);
+	// Discovered machines are asked for by status, so none hides beyond the main list's page.
+	const waiting = useMachinesPage("discovered", 1, PAGE_SIZE);
+	const listed = main.rows ?? [];
+	const discovered = waiting.rows ?? [];
+	const rows = main.rows;
+	const error = main.error ?? waiting.error;
+	const reload = async () => {
+		await Promise.all([main.reload(), waiting.reload()]);
+	};
 	const [panel, setPanel] = useState<Panel>(null);
 	const [actionError, setActionError] = useState<unknown>(null);
-	const discovered = (rows ?? []).filter((m) => m.status === "discovered");
-	const known = (rows ?? []).filter((m) => m.status !== "discovered");
+	// A page past the end (machines were removed) moves back to the last one.
+	useEffect(() => {
+		if (main.result && main.result.totalPages > 0 && page > main.result.totalPages) setPage(main.result.totalPages);
+	}, [main.result, page]);
 	const close = () => {
 		setPanel(null);
 		void reload();
@@ -269,6 +333,24 @@ export function MachinesView() {
 				</div>
 				{panel?.kind === "import" && <ImportPanel onDone={() => void reload()} />}
 				<ErrorBox error={error ?? actionError} />
+				<div class="actions">
+					<label for="machines-status">status</label>
+					<select
+						id="machines-status"
+						value={status}
+						onChange={(e) => {
+							setStatus(e.currentTarget.value);
+							setPage(1);
+						}}
+					>
+						<option value="">any</option>
+						{STATUSES.map((value) => (
+							<option key={value} value={value}>
+								{value}
+							</option>
+						))}
+					</select>
+				</div>
 				<table id="machines-table">
 					<thead>
 						<tr>
@@ -283,7 +365,7 @@ export function MachinesView() {
 						</tr>
 					</thead>
 					<tbody>
-						{known.map((machine) => (
+						{listed.map((machine) => (
 							<tr key={machine.id} data-id={machine.id} data-status={machine.status} class={panelFor(machine.id, "plan") ? "selected" : ""}>
 								<td>{machine.id}</td>
 								<td>
@@ -318,7 +400,8 @@ export function MachinesView() {
 						))}
 					</tbody>
 				</table>
-				{rows !== null && known.length === 0 && <p class="muted">No machine yet: import them, or adopt one that booted below.</p>}
+				<Pager id="machines-pager" result={main.result} onPage={setPage} />
+				{rows !== null && listed.length === 0 && <p class="muted">{status ? `No machine is ${status}.` : "No machine yet: import them, or adopt one that booted below."}</p>}
 				{panel?.kind === "plan" && <PlanPanel key={panel.machine.id} machine={panel.machine} onClose={close} />}
 			</Section>
 			<Section title="Discovered — booted, not yet adopted" id="discovered">
@@ -358,7 +441,12 @@ export function MachinesView() {
 						))}
 					</tbody>
 				</table>
-				{rows !== null && discovered.length === 0 && <p class="muted">No unknown machine has booted.</p>}
+				{waiting.result && waiting.result.total > discovered.length && (
+					<p class="muted" id="discovered-more">
+						The {discovered.length} newest of {waiting.result.total} shown: adopt or delete these to see the others.
+					</p>
+				)}
+				{waiting.rows !== null && discovered.length === 0 && <p class="muted">No unknown machine has booted.</p>}
 				{panel?.kind === "adopt" && <AdoptForm key={panel.machine.id} machine={panel.machine} onDone={close} />}
 			</Section>
 		</>
