@@ -25,6 +25,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { generateToken, tokenEntry, which } from "@clusterplatform/core";
+import { stopChild } from "../test/support/children.ts";
 import { freePort } from "../test/support/ports.ts";
 
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 1000);
@@ -87,18 +88,6 @@ function start(command: string, args: string[], env: Record<string, string> = {}
 	return child;
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
-function stop(child: ChildProcess, graceMs = 10_000): Promise<void> {
-	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-	return new Promise((resolve) => {
-		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-		child.once("exit", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		child.kill("SIGTERM");
-	});
-}
 
 async function until(check: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
 	const deadline = Date.now() + timeoutMs;
@@ -264,6 +253,6 @@ try {
 	}
 } finally {
 	// One at a time, newest first: the services have left the bus before the nats-server they talk through stops.
-	for (const child of [...children].reverse()) await stop(child);
+	for (const child of [...children].reverse()) await stopChild(child, "SIGTERM", 10_000);
 	fs.rmSync(work, { recursive: true, force: true });
 }

@@ -28,6 +28,7 @@ import os from "node:os";
 import path from "node:path";
 import { Sequelize, QueryTypes } from "sequelize";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
+import { stopChild } from "../test/support/children.ts";
 import { freePort, waitForPort } from "../test/support/ports.ts";
 
 const MAX = Number(process.env.FLEET_MAX ?? 100_000);
@@ -67,17 +68,6 @@ async function until(check: () => Promise<boolean>, what: string, timeoutMs = 60
 	}
 }
 
-function stop(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM", graceMs = 20_000): Promise<void> {
-	if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-	return new Promise((resolve) => {
-		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-		child.once("exit", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		child.kill(signal);
-	});
-}
 
 /** Resident memory of a process in MB (VmRSS). */
 function rssMb(pid: number): number {
@@ -308,8 +298,8 @@ async function runDatabase(kind: "sqlite" | "postgres") {
 	} finally {
 		clearInterval(sampler);
 		await db.close();
-		await stop(provisioner);
-		if (postgres) await stop(postgres.child, "SIGINT");
+		await stopChild(provisioner, "SIGTERM", 20_000);
+		if (postgres) await stopChild(postgres.child, "SIGINT", 20_000);
 	}
 }
 
@@ -383,7 +373,7 @@ try {
 	console.log(`fleet bench: sizes ${SIZES.join(", ")}; ${CONCURRENCY} concurrent registrations from one site (2001:db8::/32); REGISTRATION_BURST/RATE lifted; ${os.cpus().length} cores, ${Math.round(os.totalmem() / 1073741824)} GB, load ${os.loadavg()[0]!.toFixed(1)}${process.env.NODE_OPTIONS ? `; NODE_OPTIONS=${process.env.NODE_OPTIONS} (the provisioner inherits it)` : ""}`);
 	for (const kind of DATABASES) results.push(await runDatabase(kind));
 } finally {
-	for (const child of [...children].reverse()) await stop(child);
+	for (const child of [...children].reverse()) await stopChild(child, "SIGTERM", 20_000);
 	fs.rmSync(work, { recursive: true, force: true });
 }
 

@@ -201,4 +201,19 @@ describe("hostile input at every endpoint", () => {
 			expect(error.data.map((d: { field: string }) => d.field)).toContain(field);
 		}
 	});
+
+	it("refuses a control character in any list's search term, and an empty boot MAC, with a 422 naming the field (never a 5xx)", async () => {
+		const lists = operations.filter((op) => op.method === "GET" && !op.path.includes("{") && op.fields.includes("search"));
+		expect(lists.length).toBeGreaterThan(5);
+		for (const op of lists) {
+			for (const term of ["a\u0000b", "a\nb", "\u007f"]) {
+				const res = await fetch(`${provisioner.baseUrl}${op.path}?${new URLSearchParams({ search: term })}`, { headers: { Authorization: `Bearer ${token}` } });
+				expect({ path: op.path, term, status: res.status }).toEqual({ path: op.path, term, status: 422 });
+				expect((await res.json()).data.map((d: { field: string }) => d.field)).toEqual(["search"]);
+			}
+		}
+		const emptyMac = await fetch(`${provisioner.baseUrl}/api/boot?mac=`);
+		expect(emptyMac.status).toBe(422);
+		expect((await emptyMac.json()).data.map((d: { field: string }) => d.field)).toEqual(["mac"]);
+	});
 });

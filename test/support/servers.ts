@@ -3,6 +3,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { freePort, waitForPort } from "./ports";
+import { stopChild } from "./children";
+
+export { stopChild };
 
 /** A server process a test started; stop() ends exactly that process (by its PID) and its files. */
 export interface TestServer {
@@ -20,18 +23,6 @@ function findBinary(name: string, dirs: string[]): string {
 	throw new Error(`${name} not found (looked in ${dirs.join(", ")}); run \`bash scripts/setup\``);
 }
 
-/** End a child we started (by its PID), escalating to SIGKILL after `graceMs`. */
-export function stopChild(child: ChildProcess | null | undefined, signal: NodeJS.Signals = "SIGTERM", graceMs = 5000): Promise<void> {
-	if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-	return new Promise((resolve) => {
-		const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-		child.once("exit", () => {
-			clearTimeout(timer);
-			resolve();
-		});
-		child.kill(signal);
-	});
-}
 
 function tempDir(prefix: string): string {
 	return fs.mkdtempSync(path.join(os.tmpdir(), prefix));

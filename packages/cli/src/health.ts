@@ -36,7 +36,8 @@ async function httpHealth(config: Config, timeoutMs: number): Promise<HealthResu
 
 async function natsHealth(config: Config, target: string, timeoutMs: number): Promise<HealthResult> {
 	const probeId = `${target}-probe-${process.pid}-${randomUUID().slice(0, 8)}`;
-	// Never started: only its serializer, protocol version and topic names are used.
+	// Never started: only its serializer, protocol version and topic names are used. `any`: those
+	// are Moleculer internals (transit, serializer) its types do not declare.
 	const broker = createBroker({ ...config, logLevel: "fatal" }, { logger: false, nodeID: probeId }) as any;
 	const topic = (cmd: string, nodeID: string): string => broker.transit.tx.getTopicName(cmd, nodeID);
 	let connection: NatsConnection;

@@ -1,17 +1,11 @@
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { eventually, freePort } from "@clusterplatform/test-kit/ports";
 import { startServiceProcess } from "@clusterplatform/test-kit/processes";
+import { scratchDir } from "@clusterplatform/test-kit/scratch";
 
 describe("clusterplatform command", () => {
-	const dirs: string[] = [];
-	const dataDir = () => {
-		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-cli-"));
-		dirs.push(dir);
-		return dir;
-	};
-	afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
+	const dataDir = () => scratchDir("cpp-cli-");
 
 	it("starts every service on embedded defaults behind a first-start token, and stops cleanly on SIGTERM", async () => {
 		const port = await freePort();

@@ -1,12 +1,12 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 import { CLI, cli, cliOk } from "@clusterplatform/test-kit/processes";
 import { freeUdpPort, startIpmiSim, type IpmiSim } from "@clusterplatform/test-kit/ipmi-sim";
 import { eventually } from "@clusterplatform/test-kit/ports";
 import { describeIf, missingProgram } from "@clusterplatform/test-kit/requirements";
+import { scratchDir } from "@clusterplatform/test-kit/scratch";
 
 /** How long a test waits for the CLI to print what it is waiting for (it polls every second). */
 const LINE_WAIT_MS = 30_000;
@@ -36,7 +36,7 @@ describe("clusterplatform machines, power, provision", () => {
 	};
 
 	beforeAll(async () => {
-		scratch = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-cli-machines-"));
+		scratch = scratchDir("cpp-cli-machines-");
 		provisioner = await startTestProvisioner({ services: ["gateway", "machines", "profiles", "selectors"] });
 		env = { CLUSTERPLATFORM_URL: provisioner.baseUrl, CLUSTERPLATFORM_TOKEN: TEST_ADMIN_TOKEN };
 		const profile = await (await provisioner.api("/profiles", { method: "POST", json: { name: "web", ipxeScript: "#!ipxe\necho web profile for {{name}} on {{mac}}\nexit\n" } })).json();
@@ -45,7 +45,6 @@ describe("clusterplatform machines, power, provision", () => {
 	}, 60_000);
 	afterAll(async () => {
 		await provisioner?.stop();
-		if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 	});
 
 	it("imports machines from CSV and from JSON, and names the bad row of a refused import", async () => {

@@ -1,12 +1,12 @@
 import { execFile, execFileSync } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { generateToken, tokenEntry } from "@clusterplatform/core";
 import { freePort } from "@clusterplatform/test-kit/ports";
 import { TEST_ADMIN_TOKEN, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
 import { CLI, cli, cliOk } from "@clusterplatform/test-kit/processes";
+import { scratchDir } from "@clusterplatform/test-kit/scratch";
 
 const LABEL = "CPP CLI TEST";
 const READ_ONLY_TOKEN = generateToken();
@@ -23,7 +23,7 @@ describe("clusterplatform client commands against a running provisioner", () => 
 	};
 
 	beforeAll(async () => {
-		scratch = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-cli-client-"));
+		scratch = scratchDir("cpp-cli-client-");
 		provisioner = await startTestProvisioner({
 			services: ["gateway", "mainscripts", "kickstarts", "sshkeys", "ipxes", "ipxes-worker", "grubs", "grubs-worker", "syslinuxs", "syslinuxs-worker", "isos", "isos-worker"],
 			env: { API_TOKENS: [tokenEntry("test-admin", TEST_ADMIN_TOKEN, false), tokenEntry("viewer", READ_ONLY_TOKEN, true)].join(",") },
@@ -32,7 +32,6 @@ describe("clusterplatform client commands against a running provisioner", () => 
 	}, 60_000);
 	afterAll(async () => {
 		await provisioner?.stop();
-		if (scratch) fs.rmSync(scratch, { recursive: true, force: true });
 	});
 
 	it("takes a newcomer from nothing to a downloaded, bootable-looking ISO with the CLI alone", async () => {

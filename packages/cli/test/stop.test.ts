@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { processAlive } from "@clusterplatform/core";
 import { eventually, freePort } from "@clusterplatform/test-kit/ports";
 import { REPO_ROOT } from "@clusterplatform/test-kit/processes";
+import { scratchDir } from "@clusterplatform/test-kit/scratch";
 
 /** Every process in a group: /proc/<pid>/stat's fifth field is the process group. */
 function groupMembers(group: number): number[] {
@@ -29,11 +29,9 @@ function groupMembers(group: number): number[] {
  * outright leaves nothing that blocks the next start.
  */
 describe("stopping the provisioner", () => {
-	const dirs: string[] = [];
 	const started: ChildProcess[] = [];
 	afterAll(() => {
 		for (const child of started) if (child.pid && processAlive(child.pid)) process.kill(-child.pid, "SIGKILL");
-		for (const dir of dirs) fs.rmSync(dir, { recursive: true, force: true });
 	});
 
 	/** `npm start` as a terminal runs it: the leader of a process group of its own. */
@@ -54,11 +52,7 @@ describe("stopping the provisioner", () => {
 		const redisPid = Number(fs.readFileSync(path.join(dataDir, "redis", "redis.pid"), "utf8"));
 		return { child, exited, redisPid, output: () => output };
 	};
-	const dataDir = () => {
-		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-stop-"));
-		dirs.push(dir);
-		return dir;
-	};
+	const dataDir = () => scratchDir("cpp-stop-");
 	/** Milliseconds until no process of the group (npm, sh, node) and no given process is left. */
 	const allGone = async (group: number, others: number[], boundMs: number) => {
 		const t0 = Date.now();

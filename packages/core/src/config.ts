@@ -136,9 +136,11 @@ export interface Config {
 	 * whether nodes may register without a machine's token (ANONYMOUS_REGISTRATION, default true).
 	 * Provisioning: how long a power-cycled machine has to boot and register before it is `failed`
 	 * (MACHINES_PROVISION_TIMEOUT seconds, default 1800), and how many machines a bulk provision
-	 * drives through their BMCs at once (MACHINES_PROVISION_CONCURRENCY, default 8).
+	 * drives through their BMCs at once (MACHINES_PROVISION_CONCURRENCY, default 8). At most
+	 * MACHINES_DISCOVERED_MAX (default 10000) unknown MACs are recorded as discovered machines;
+	 * beyond it they get the default answer and are not recorded.
 	 */
-	machines: { unknownBoot: "local" | "menu" | "none"; anonymousRegistration: boolean; provisionTimeoutMs: number; provisionConcurrency: number };
+	machines: { unknownBoot: "local" | "menu" | "none"; anonymousRegistration: boolean; provisionTimeoutMs: number; provisionConcurrency: number; discoveredMax: number };
 	/**
 	 * Hosts or addresses mirror sources may use although they are loopback, private or link-local
 	 * (MIRROR_ALLOWED_HOSTS, comma list, e.g. a LAN mirror); none by default.
@@ -178,6 +180,7 @@ export const CONFIG_VARIABLES = [
 	"TUNNEL_AUTH_TIMEOUT", "TUNNEL_MAX_CONNECTIONS", "TUNNEL_MAX_UNAUTHENTICATED",
 	"ALLOW_LOOPBACK_NODES", "REGISTRATION_BURST", "REGISTRATION_RATE",
 	"MACHINES_UNKNOWN_BOOT", "ANONYMOUS_REGISTRATION", "MACHINES_PROVISION_TIMEOUT", "MACHINES_PROVISION_CONCURRENCY",
+	"MACHINES_DISCOVERED_MAX",
 	"MIRROR_ALLOWED_HOSTS", "MIRROR_MAX_FILE_SIZE", "BOOT_FILE_ALLOWED_HOSTS",
 	"IPXE_SOURCE_DIR", "IPXE_TREES_DIR", "IPXE_PREPARE_PLATFORMS", "IPXE_MAKE_JOBS",
 ] as const;
@@ -362,6 +365,7 @@ function machinesConfig(env: Env): Config["machines"] {
 		anonymousRegistration: anonymous === "true",
 		provisionTimeoutMs: integer(env, "MACHINES_PROVISION_TIMEOUT", 1800, 1, 7 * 24 * 3600) * 1000,
 		provisionConcurrency: integer(env, "MACHINES_PROVISION_CONCURRENCY", 8, 1, 256),
+		discoveredMax: integer(env, "MACHINES_DISCOVERED_MAX", 10_000, 0, 10_000_000),
 	};
 }
 

@@ -32,7 +32,9 @@ export function respondCreated<T>(ctx: Context<unknown, RequestMeta>, body: T, l
  * Columns a list may be sorted or searched by — only those the caller may read: sorting or a LIKE
  * search on any other column is an oracle for its values. Anything else is a 422, never SQL.
  */
-export function checkListParams(params: { sort?: unknown; searchFields?: unknown }, columns: readonly string[], searchable: readonly string[] = columns): void {
+export function checkListParams(params: { sort?: unknown; searchFields?: unknown; search?: unknown }, columns: readonly string[], searchable: readonly string[] = columns): void {
+	// A NUL ends SQLite's SQL text (the adapter inlines the escaped term), and no stored text has control characters to find.
+	if (typeof params.search === "string" && CONTROL_CHARACTER.test(params.search)) invalid("search", "must not contain control characters");
 	const names = (value: unknown, field: string): string[] => {
 		if (value === undefined) return [];
 		const list = Array.isArray(value) ? value : typeof value === "string" ? value.split(/[\s,]+/) : invalid(field, "must be a string");
@@ -54,6 +56,8 @@ export function checkListParams(params: { sort?: unknown; searchFields?: unknown
 	if (params.sort !== undefined) params.sort = sort.length ? sort : undefined;
 	if (params.searchFields !== undefined) params.searchFields = searchFields.length ? searchFields : undefined;
 }
+
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
 
 /** fastest-validator rule: a positive integer id from the path. */
 export const ID_PARAM = { type: "number", integer: true, positive: true, convert: true } as const;

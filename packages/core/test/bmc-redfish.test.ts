@@ -75,6 +75,18 @@ describeIf(missingProgram(["openssl"]), "Redfish client against a STAND-IN Redfi
 		expect(server.state.activeSessions.size).toBe(0);
 	});
 
+	it("bounds what a BMC's own text adds to an error (no control characters, at most 100 characters of it)", async () => {
+		const hostile = Array.from({ length: 50 }, (_, i) => `Reset${i}-${"x".repeat(40)}\r\nInjected: log line`);
+		const server = await standIn({ resetTypes: ["On", ...hostile], bootTargets: ["None", ...hostile], powerState: "On" });
+		const bmc = createBmc(fieldsOf(server));
+		for (const err of [await failure(bmc.power("off")), await failure(bmc.bootDevice("pxe", false))]) {
+			expect(err.message).not.toMatch(/[\u0000-\u001f]/);
+			expect(err.message).toContain("Reset0-");
+			// The label and the driver's own words, plus at most 100 characters the BMC chose.
+			expect(err.message.length).toBeLessThan(300);
+		}
+	});
+
 	it("sets the boot override: Pxe once, Hdd continuous, Cd once", async () => {
 		const server = await standIn();
 		const bmc = createBmc(fieldsOf(server));

@@ -1,8 +1,6 @@
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import { DataTypes, createBroker, entityMixin, loadConfig, textParam } from "@clusterplatform/core";
+import { scratchDir } from "@clusterplatform/test-kit/scratch";
 
 /**
  * The entity mixin on an in-process broker and a SQLite file, called through the broker as other
@@ -13,7 +11,7 @@ describe("entityMixin on an in-process broker", () => {
 	let broker: ServiceBroker;
 
 	beforeAll(async () => {
-		dir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-entity-"));
+		dir = scratchDir("cpp-entity-");
 		broker = createBroker(loadConfig({ DATA_DIR: dir, LOG_LEVEL: "fatal" }), { logger: false });
 		broker.createService({
 			name: "notes",
@@ -30,7 +28,6 @@ describe("entityMixin on an in-process broker", () => {
 	});
 	afterAll(async () => {
 		await broker?.stop();
-		fs.rmSync(dir, { recursive: true, force: true });
 	});
 
 	const call = <T = any>(action: string, params: object = {}) => broker.call<T, object>(`notes.${action}`, params, { meta: { $responseJSON: true } });

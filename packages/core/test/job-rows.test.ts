@@ -1,7 +1,4 @@
 import { randomUUID } from "node:crypto";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import type { ServiceBroker } from "moleculer";
 import { Queue, Worker, type Job } from "bullmq";
 import {
@@ -19,10 +16,12 @@ import {
 	type JobRowColumns,
 	type JobRowValues,
 	type JobRowsMethods,
+	type JobRowsVars,
 	type QueueProducerMethods,
 } from "@clusterplatform/core";
 import { eventually } from "@clusterplatform/test-kit/ports";
 import { startRedis, type TestServer } from "@clusterplatform/test-kit/servers";
+import { scratchDir } from "@clusterplatform/test-kit/scratch";
 
 /**
  * jobRowsMixin on an in-process broker with BullMQ on a real redis-server and SQLite: a host of the
@@ -32,7 +31,7 @@ import { startRedis, type TestServer } from "@clusterplatform/test-kit/servers";
 const QUEUE = "jobrowtests";
 
 type NoteColumns = JobRowColumns & { note: string | null };
-type Host = JobRowsMethods & EntityMethods<NoteColumns> & EntityVars<NoteColumns> & QueueProducerMethods;
+type Host = JobRowsMethods & EntityMethods<NoteColumns> & JobRowsVars & QueueProducerMethods;
 
 /** What the test's worker does with a job (by its data's `mode`). */
 type Mode = "gated" | "fail" | "quick";
@@ -73,7 +72,7 @@ describe("jobRowsMixin on an in-process broker", () => {
 
 	beforeAll(async () => {
 		redis = await startRedis();
-		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "cpp-job-rows-"));
+		dataDir = scratchDir("cpp-job-rows-");
 		const config = loadConfig({ DATA_DIR: dataDir, REDIS_URL: redis.url, LOG_LEVEL: "fatal" });
 		broker = createBroker(config, { logger: false });
 		broker.createService(
@@ -112,10 +111,19 @@ describe("jobRowsMixin on an in-process broker", () => {
 		await queue?.close();
 		await broker?.stop();
 		await redis?.stop();
-		if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 	});
 
 	const host = () => broker.getLocalService(QUEUE) as unknown as Host;
+	/** Resolves once the host's queue events have delivered `event` for `jobId`. */
+	const eventPassed = (event: "completed" | "failed", jobId: string) =>
+		new Promise<void>((resolve) => {
+			const seen = (args: { jobId: string }) => {
+				if (args.jobId !== jobId) return;
+				host().queueEvents.off(event, seen);
+				resolve();
+			};
+			host().queueEvents.on(event, seen);
+		});
 	const row = async (id: number) => (await host().adapter.findById(id))!.get();
 
 	/** A queued row and its job, as a manager makes them. */
@@ -155,9 +163,14 @@ describe("jobRowsMixin on an in-process broker", () => {
 
 	it("reconciles rows whose events were missed: a finished job's outcome, a failed one's reason, a vanished job queued again", async () => {
 		// Jobs that ran while no row listened for them (the manager was down when their events went by).
-		const finished = await queue!.add(QUEUE, { id: 0, mode: "quick", word: "delta" }, { jobId: randomUUID() });
-		const failed = await queue!.add(QUEUE, { id: 0, mode: "fail", word: "epsilon" }, { jobId: randomUUID(), attempts: 1 });
+		const [finishedId, failedId] = [randomUUID(), randomUUID()];
+		// Their events reach the host before the rows exist (it applies them to no row), however late the stream delivers them.
+		const passed = Promise.all([eventPassed("completed", finishedId), eventPassed("failed", failedId)]);
+		const finished = await queue!.add(QUEUE, { id: 0, mode: "quick", word: "delta" }, { jobId: finishedId });
+		const failed = await queue!.add(QUEUE, { id: 0, mode: "fail", word: "epsilon" }, { jobId: failedId, attempts: 1 });
 		await eventually(async () => (await finished.getState()) === "completed" && (await failed.getState()) === "failed", 30_000, "both jobs over");
+		await passed;
+		await host().jobEvents.settled();
 		const stuck = await host().adapter.insert({ status: "working", progress: 30, jobId: finished.id });
 		const stuckFailing = await host().adapter.insert({ status: "working", progress: 30, jobId: failed.id });
 		const orphan = await host().adapter.insert({ status: "queued", progress: 0, jobId: `vanished-${randomUUID()}` });

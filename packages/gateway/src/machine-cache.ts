@@ -258,7 +258,7 @@ function send(res: ServerResponse, answer: Answer): void {
 export function bootKeyOf(url: string): string | null {
 	const query = new URLSearchParams(url.slice(url.indexOf("?") + 1));
 	const names = [...query.keys()];
-	if (names.length === 0 || names.some((name) => !BOOT_QUERY.has(name)) || new Set(names).size !== names.length || !query.has("mac")) return null;
+	if (names.length === 0 || names.some((name) => !BOOT_QUERY.has(name)) || new Set(names).size !== names.length || !query.get("mac")) return null;
 	query.sort();
 	return `${BOOT_PREFIX}${query.toString()}`;
 }

@@ -242,8 +242,9 @@ export const LocalnodesService: ServiceSchema = defineService<LocalnodesMethods,
 		create: {
 			description: "A node registers itself (its post-boot script; no token needed). Registering again never changes where scripts go (sshPort) unless an operator does it; a site with a required enrolment takes only registrations carrying its enrolmentToken",
 			params: { ...REGISTRATION_PARAMS, hostKey: HOST_KEY_PARAM, enrolmentToken: { type: "string", optional: true, max: 200 }, machineToken: { type: "string", optional: true, max: 200 }, mac: { type: "string", optional: true, max: 64 }, $$strict: true },
-			// Machines (packages/machines): a machine's registration token is checked and used up before anything is
-			// written (wrong or replayed: 401); the node is linked to its machine after, by that token or else by MAC.
+			// Machines (packages/machines): a machine's registration token is checked before anything is written (wrong,
+			// replayed or past the deadline: 401; another site than the machine's: 409), and used up only after the
+			// registration passed its own checks, when the node is linked to its machine (by that token, or else by MAC).
 			hooks: {
 				async before(ctx: Context<Registration & { machineToken?: string | null; mac?: string | null }, LocalnodeMeta>) {
 					// A query string's empty or a JSON null is no token and no MAC (fastest-validator's `optional` lets null through).
@@ -253,7 +254,7 @@ export const LocalnodesService: ServiceSchema = defineService<LocalnodesMethods,
 						if (token !== undefined) throw new UnavailableError("the machines service is not running: a machineToken cannot be checked");
 						return;
 					}
-					ctx.locals.machine = await ctx.call("machines.admitRegistration", { token, mac, operator: Boolean(ctx.meta.caller && !ctx.meta.caller.readOnly) });
+					ctx.locals.machine = await ctx.call("machines.admitRegistration", { token, mac, artifactId: ctx.params.artifactId, operator: Boolean(ctx.meta.caller && !ctx.meta.caller.readOnly) });
 				},
 				async after(ctx: Context<unknown, LocalnodeMeta>, reply: { id: number }) {
 					if (ctx.locals.machine) await ctx.call("machines.linkLocalnode", { ...ctx.locals.machine, localnodeId: reply.id }).catch((err: Error) => this.logger.warn(`localnode ${reply.id} registered, but not linked to its machine: ${err.message}`));

@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from "node:crypto";
+import { Op } from "sequelize";
 import type { Context } from "moleculer";
-import { NotFoundError, configOf, rateKeyOf, respondText, type BootEventKind } from "@clusterplatform/core";
+import { NotFoundError, configOf, invalid, rateKeyOf, respondText, type BootEventKind } from "@clusterplatform/core";
 import { ipxeRefusal, shellRefusal, unknownMachineScript, type UnknownBoot } from "./boot-scripts";
-import { ARCHITECTURES, MAC_PARAM, normalizeMac, normalizeUuid, safeTextParam } from "./fields";
+import { ARCHITECTURES, MAC_PARAM, normalizeMac, normalizeUuid, reportedText } from "./fields";
 import type { MachineMeta, MachineRow, MachinesThis } from "./machines";
 import type { ProfileRow } from "./profiles";
 import type { Selection } from "./selectors";
@@ -42,9 +43,10 @@ const BOOT_SCRIPTS: Record<"kickstart" | "preboot" | "postboot", { field: Templa
 export const BOOT_PARAMS = {
 	mac: { ...MAC_PARAM, optional: true },
 	uuid: { type: "string", max: 36, optional: true },
-	serial: { ...safeTextParam("serial"), optional: true },
-	manufacturer: { ...safeTextParam("manufacturer"), optional: true },
-	product: { ...safeTextParam("product"), optional: true },
+	// Any text (firmware prints what it likes, spaces included): reduced to reportedText before it is kept.
+	serial: { type: "string", max: 128, optional: true },
+	manufacturer: { type: "string", max: 128, optional: true },
+	product: { type: "string", max: 128, optional: true },
 	arch: { type: "string", max: 16, pattern: /^[a-z0-9_]*$/, optional: true },
 	platform: { type: "string", max: 16, pattern: /^[a-z0-9_]*$/, optional: true },
 	$$strict: true,
@@ -77,7 +79,10 @@ function factsOf(params: Record<string, string | undefined>): BootFacts {
 	const uuid = params.uuid ? normalizeUuid(params.uuid) : null;
 	// Boards without one report all zeros or all ones: no identity.
 	if (uuid && !/^[0-]+$|^[f-]+$/.test(uuid)) facts.uuid = uuid;
-	for (const name of ["serial", "manufacturer", "product"] as const) if (params[name]?.trim()) facts[name] = params[name]!.trim();
+	for (const name of ["serial", "manufacturer", "product"] as const) {
+		const text = reportedText(params[name]);
+		if (text !== null) facts[name] = text;
+	}
 	if ((ARCHITECTURES as readonly string[]).includes(params.arch ?? "")) facts.arch = params.arch;
 	if (params.platform === "pcbios") facts.firmware = "bios";
 	if (params.platform === "efi") facts.firmware = "uefi";
@@ -92,19 +97,21 @@ export function missingMessage(machine: MachineRow, profile: ProfileRow, field: 
 export const bootPathMethods = {
 		/** GET /api/boot: the machine's iPXE script, the default for one without a profile, or a script saying why not. */
 		async bootAnswer(this: MachinesThis, ctx: Context<Record<string, string>, BootMeta>): Promise<string> {
-			const mac = normalizeMac(ctx.params.mac)!;
+			const mac = normalizeMac(ctx.params.mac);
+			if (!mac) invalid("mac", "must be a MAC address like aa:bb:cc:dd:ee:ff");
 			const facts = factsOf(ctx.params);
 			const baseUrl: string = configOf(this.broker).publicUrl;
 			const choice: UnknownBoot = configOf(this.broker).machines.unknownBoot;
 			let machine: MachineRow | null = await this.machineByMac(mac);
 			if (!machine) {
 				machine = await this.discover(ctx, mac, facts);
-				this.recordStep(ctx, mac, "script", machine ? `discovered as machine ${machine.id}` : "unknown machine (not recorded: too many from this address)");
+				this.recordStep(ctx, mac, "script", machine ? `discovered as machine ${machine.id}` : "unknown machine (not recorded: too many discoveries)");
 				return unknownMachineScript(choice, mac, baseUrl, "not in the inventory");
 			}
-			const told = await this.seen(machine, facts);
-			// Only an answer the next boot would get unchanged, with no status to move, may be answered from the gateway's memory.
-			const repeatable = machine.status === "ready" && !told;
+			await this.seen(machine, facts);
+			// Only an answer the next boot would get unchanged, with no status to move, may be answered from the gateway's memory
+			// (what a boot reports never changes a known machine, so it cannot change the answer).
+			const repeatable = machine.status === "ready";
 			let chosen: { selection: Selection | null; profile: ProfileRow } | { why: string };
 			try {
 				chosen = await this.selectionOf(ctx, machine);
@@ -131,9 +138,11 @@ export const bootPathMethods = {
 		/** GET /api/boot/<kickstart|preboot|postboot>: the profile's script for the machine with this MAC. */
 		async scriptAnswer(this: MachinesThis, ctx: Context<{ mac: string }, MachineMeta>, kind: keyof typeof BOOT_SCRIPTS): Promise<string> {
 			const { field, step } = BOOT_SCRIPTS[kind];
-			const mac = normalizeMac(ctx.params.mac)!;
+			const mac = normalizeMac(ctx.params.mac);
+			if (!mac) invalid("mac", "must be a MAC address like aa:bb:cc:dd:ee:ff");
 			const machine: MachineRow | null = await this.machineByMac(mac);
 			if (!machine) throw new NotFoundError("machine with MAC", mac);
+			if (kind === "postboot" && machine.status !== "provisioning") return this.noTokenNow(ctx, machine);
 			const chosen = await this.selectionOf(ctx, machine);
 			if ("why" in chosen) throw new NotFoundError(`${kind} script (${chosen.why}) of machine`, machine.id);
 			const { profile } = chosen;
@@ -142,6 +151,7 @@ export const bootPathMethods = {
 			const check = this.renderedScript(profile, field, this.viewOf(machine, mac, profile, kind === "postboot" ? TOKEN_PLACEHOLDER : null));
 			if ("missing" in check) return this.bootFailed(ctx, machine, mac, missingMessage(machine, profile, field, check.missing), kind);
 			const token = kind === "postboot" ? await this.newToken(machine.id) : null;
+			if (kind === "postboot" && token === null) return this.noTokenNow(ctx, machine);
 			const result = this.renderedScript(profile, field, this.viewOf(machine, mac, profile, token));
 			await this.provisioning.stepSeen(machine, `fetched its ${kind} script from ${mac} (profile "${profile.name}")`, false);
 			this.recordStep(ctx, mac, step, `machine ${machine.id}: ${kind} of profile "${profile.name}"`);
@@ -149,7 +159,8 @@ export const bootPathMethods = {
 		},
 		/** The machine cannot boot what its profile says: a script that says why, the reason on its status and timeline. */
 		async bootFailed(this: MachinesThis, ctx: Context<unknown, MachineMeta>, machine: MachineRow, mac: string, reason: string, kind: string): Promise<string> {
-			await this.setStatusOf(machine.id, "failed", reason);
+			// Only from the status this request read: a registration or an operator in between wins.
+			await this.setStatusOf(machine.id, "failed", reason, {}, machine.status);
 			this.recordStep(ctx, mac, kind === "kickstart" ? "kickstart" : "script", `boot error: ${reason}`);
 			if (kind === "ipxe") return ipxeRefusal(reason);
 			if (kind === "kickstart") {
@@ -159,9 +170,18 @@ export const bootPathMethods = {
 			}
 			return respondText(ctx, shellRefusal(reason));
 		},
-		/** A MAC the inventory does not know: recorded as discovered (bounded per address), with what iPXE told. */
+		/**
+		 * A MAC the inventory does not know: recorded as discovered, with what iPXE told (reduced to
+		 * reportedText). Bounded per address, globally, and by MACHINES_DISCOVERED_MAX rows.
+		 * No cache.clean: the gateway keeps only ready machines' answers, and a discovered row is
+		 * not one and changes none of theirs (a MAC is one machine's: a new row takes no ready
+		 * machine's MAC). Emptying the cache here would let one unknown MAC a second keep a boot
+		 * storm's cache empty.
+		 */
 		async discover(this: MachinesThis, ctx: Context<unknown, MachineMeta>, mac: string, facts: BootFacts): Promise<MachineRow | null> {
 			if (this.discoveries.take(rateKeyOf(ctx.meta.remoteAddress)) > 0) return null;
+			if (this.discoveriesAll.take("all") > 0) return null;
+			if (!(await this.roomToDiscover())) return null;
 			const row = { name: `discovered-${mac.replace(/:/g, "")}`, macs: mac, labels: {}, ...facts, status: "discovered", statusReason: `first booted ${new Date().toISOString()} from ${ctx.meta.remoteAddress ?? "an unknown address"}`, lastSeen: new Date() };
 			try {
 				await this.writeNew([row], "");
@@ -169,21 +189,34 @@ export const bootPathMethods = {
 				// The same machine's other request won the race, or an operator's machine took the name.
 				if ((err as Error).name !== "ConflictError") throw err;
 			}
-			this.broker.broadcast("cache.clean.machines");
 			return this.machineByMac(mac);
 		},
-		/** A known machine booted: lastSeen (at most every SEEN_EVERY_MS), and what iPXE told where the inventory had nothing. True when that changed a fact. */
-		async seen(this: MachinesThis, machine: MachineRow, facts: BootFacts): Promise<boolean> {
+		/** False (logged at most once a minute) when MACHINES_DISCOVERED_MAX discovered machines are recorded already. */
+		async roomToDiscover(this: MachinesThis): Promise<boolean> {
+			const max = configOf(this.broker).machines.discoveredMax;
+			const count = await this.adapter.model.count({ where: { status: "discovered" } });
+			if (count < max) return true;
+			if (Date.now() - this.discoveryFullLoggedAt >= 60_000) {
+				this.discoveryFullLoggedAt = Date.now();
+				this.logger.warn(`${count} discovered machines recorded (MACHINES_DISCOVERED_MAX ${max}): unknown MACs get the default answer and are not recorded; adopt or remove discovered machines`);
+			}
+			return false;
+		},
+		/**
+		 * A machine booted: lastSeen (at most every SEEN_EVERY_MS). What a boot reports is no proof
+		 * (anyone on the boot LAN can say any MAC), so it never changes a known machine: only a
+		 * discovered one's facts are refreshed (already reduced by factsOf); an operator adopting it
+		 * makes them the machine's. No cache.clean: see discover.
+		 */
+		async seen(this: MachinesThis, machine: MachineRow, facts: BootFacts): Promise<void> {
 			const changes: Record<string, unknown> = {};
-			for (const [name, value] of Object.entries(facts)) {
-				const current = machine[name as keyof MachineRow];
-				// A discovered machine keeps what it last told; an operator's machine only gains what it lacked.
-				if (machine.status === "discovered" ? current !== value : current === null) changes[name] = value;
+			if (machine.status === "discovered") {
+				for (const [name, value] of Object.entries(facts)) if (machine[name as keyof MachineRow] !== value) changes[name] = value;
 			}
 			const told = Object.keys(changes).length > 0;
-			if (!told && machine.lastSeen && Date.now() - new Date(machine.lastSeen).getTime() < SEEN_EVERY_MS) return false;
-			await this.adapter.model.update({ ...changes, lastSeen: new Date() }, { where: { id: machine.id } });
-			return told;
+			if (!told && machine.lastSeen && Date.now() - new Date(machine.lastSeen).getTime() < SEEN_EVERY_MS) return;
+			// Conditional: an operator adopting it in between keeps what the operator saw.
+			await this.adapter.model.update({ ...changes, lastSeen: new Date() }, { where: { id: machine.id, ...(told ? { status: "discovered" } : {}) } });
 		},
 		/** Boots the gateway answered from memory (machine-cache.ts): their machines' lastSeen, in one UPDATE per chunk. */
 		async markSeen(this: MachinesThis, macs: string[]): Promise<number> {
@@ -197,10 +230,20 @@ export const bootPathMethods = {
 			}
 			return updated;
 		},
-		async newToken(this: MachinesThis, id: number): Promise<string> {
+		/**
+		 * A registration token, only while the machine is provisioning; it is good until the
+		 * provisioning deadline (admitRegistration and linkLocalnode check both). Null when the machine moved on meanwhile.
+		 */
+		async newToken(this: MachinesThis, id: number): Promise<string | null> {
 			const token = `${TOKEN_PREFIX}${randomBytes(24).toString("base64url")}`;
-			await this.adapter.model.update({ registrationTokenSha256: sha256(token) }, { where: { id } });
-			return token;
+			const [changed] = await this.adapter.model.update({ registrationTokenSha256: sha256(token) }, { where: { id, status: "provisioning", provisionDeadline: { [Op.gt]: new Date() } } });
+			return changed === 1 ? token : null;
+		},
+		/** A post-boot script asked for outside provisioning: 409, with a script that says why (no token is made). */
+		noTokenNow(this: MachinesThis, ctx: Context<unknown, MachineMeta>, machine: MachineRow): string {
+			ctx.meta.$statusCode = 409;
+			const state = machine.status === "provisioning" ? "past its provisioning deadline" : `${machine.status}, not provisioning`;
+			return respondText(ctx, shellRefusal(`machine ${machine.id} (${machine.name}) is ${state}: a post-boot script carries a registration token only while its machine is provisioning (POST /api/machines/${machine.id}/provision)`));
 		},
 		recordStep(this: MachinesThis, ctx: Context<unknown, MachineMeta>, mac: string, kind: BootEventKind, detail: string) {
 			const ip = ctx.meta.remoteAddress ?? null;

@@ -1,5 +1,5 @@
 import net from "node:net";
-import { ARTIFACT_ID_PARAM, IPV4_PATTERN, PORT_PARAM, invalid, isHostName } from "@clusterplatform/core";
+import { ARTIFACT_ID_PARAM, IPV4_PATTERN, InvalidInputError, PORT_PARAM, checkBmcFields, invalid, isHostName, type FieldProblem } from "@clusterplatform/core";
 
 export const ARCHITECTURES = ["x86_64", "i386", "arm64"] as const;
 export const FIRMWARES = ["bios", "uefi"] as const;
@@ -19,11 +19,29 @@ const MAC_INPUT = /^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}$/;
 const UUID_INPUT = /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/;
 
 /**
- * SMBIOS strings and label values end up in shell and iPXE scripts (templates do not escape):
- * letters, digits, spaces and punctuation that neither a shell nor iPXE gives a meaning to.
+ * Operator-set text that templates render raw (serial, manufacturer, product, label values,
+ * bmcUser): templates do not escape, so it holds only characters that neither a shell, iPXE nor
+ * a kernel command line gives a meaning to, and no space (a space splits words: a value could add
+ * an argument or a command). Names and host names have rules of their own, stricter still.
  */
-export const SAFE_TEXT = /^[A-Za-z0-9 ._,:/()+@=#%-]*$/;
-const SAFE_TEXT_HINT = "letters, digits, spaces and . _ , : / ( ) + @ = # % - (no quotes, $, ;, &, |, backslashes or line breaks: the value goes into scripts)";
+export const SAFE_TEXT = /^[A-Za-z0-9._,:/+@=%-]*$/;
+const SAFE_TEXT_HINT = "letters, digits and . _ , : / + @ = % - (no spaces, quotes, #, (, ), $, ;, &, |, `, backslashes or line breaks: the value goes into scripts)";
+
+/** What a booting machine reports (serial, manufacturer, product) is kept only in these characters. */
+const REPORTED_TEXT_UNSAFE = /[^A-Za-z0-9._:-]/g;
+/** A reported value is cut to this many characters: enough for any SMBIOS string worth showing. */
+export const REPORTED_TEXT_MAX = 64;
+
+/**
+ * A value a booting machine reported, reduced to what is inert in any script: every other
+ * character (spaces too) becomes '_', the result is cut to REPORTED_TEXT_MAX; null when nothing
+ * but '_' is left (no information). "Dell Inc." is kept as "Dell_Inc.".
+ */
+export function reportedText(value: string | undefined): string | null {
+	if (value === undefined) return null;
+	const text = value.trim().replace(REPORTED_TEXT_UNSAFE, "_").slice(0, REPORTED_TEXT_MAX);
+	return /^_*$/.test(text) ? null : text;
+}
 
 type Problems = { type: string; actual: unknown; message?: string }[];
 
@@ -54,7 +72,7 @@ export function normalizeUuid(value: string): string | null {
 
 const MAC_REASON = "must be a MAC address like aa:bb:cc:dd:ee:ff (not all zeros nor broadcast)";
 
-export const MAC_PARAM = checked("mac", { type: "string", max: 17 }, (v) => (normalizeMac(v) ? null : MAC_REASON));
+export const MAC_PARAM = checked("mac", { type: "string", max: 17, empty: false }, (v) => (normalizeMac(v) ? null : MAC_REASON));
 
 export function macsParam(field = "macs") {
 	return {
@@ -134,13 +152,45 @@ export const MACHINE_PARAMS = {
 /** Fields cleared by an empty string (an update cannot send null: the entity mixin refuses it). */
 export const CLEARABLE = ["uuid", "serial", "manufacturer", "product", "arch", "firmware", "artifactId", "hostname", "bmcProtocol", "bmcAddress", "bmcUser", "bmcPassword", "bmcCertificateSha256", "statusReason"] as const;
 
-/** A BMC needs at least its protocol and address; user, password and port come with them. */
-export function checkBmc(row: Record<string, unknown>): void {
+/**
+ * A BMC needs at least its protocol and address; user, password and port come with them. The
+ * drivers' own rules (checkBmcFields: IPMI's 16-byte user and 20-byte password, no control
+ * characters, a host name the driver can resolve) are checked here too, so a BMC that could never
+ * be reached is refused when it is saved, not at its first power call. `password` is the clear
+ * one when the request sets it (a stored one is sealed, and was checked when it was set).
+ */
+export function checkBmc(row: Record<string, unknown>, password?: unknown): void {
 	const named = ["bmcAddress", "bmcPort", "bmcUser", "bmcPassword", "bmcCipherSuite", "bmcCertificateSha256"].filter((f) => row[f] !== null && row[f] !== undefined);
 	if (named.length === 0 && !row.bmcProtocol) return;
 	if (!row.bmcProtocol) invalid("bmcProtocol", `is required with ${named.join(", ")}: ipmi or redfish`);
 	if (!row.bmcAddress) invalid("bmcAddress", `is required with bmcProtocol ${String(row.bmcProtocol)}`);
+	const protocol = row.bmcProtocol as string;
+	// A value not given is not checked: a stand-in every rule takes.
+	const fields = {
+		protocol: protocol as "ipmi" | "redfish",
+		address: row.bmcAddress as string,
+		port: (row.bmcPort as number | null) ?? defaultBmcPort(protocol),
+		user: typeof row.bmcUser === "string" && row.bmcUser ? row.bmcUser : "x",
+		password: typeof password === "string" && password ? password : "x",
+		certificateSha256: (row.bmcCertificateSha256 as string | null) ?? null,
+	};
+	try {
+		checkBmcFields(fields);
+	} catch (err) {
+		if (!(err instanceof InvalidInputError)) throw err;
+		throw new InvalidInputError((err.data as FieldProblem[]).map((p) => ({ ...p, field: BMC_FIELD_NAMES[p.field] ?? p.field })));
+	}
 }
+
+/** checkBmcFields' field names as the machines API spells them. */
+const BMC_FIELD_NAMES: Record<string, string> = {
+	"bmc.protocol": "bmcProtocol",
+	"bmc.address": "bmcAddress",
+	"bmc.port": "bmcPort",
+	"bmc.user": "bmcUser",
+	"bmc.password": "bmcPassword",
+	"bmc.certificateSha256": "bmcCertificateSha256",
+};
 
 /** The port a BMC of `protocol` answers on when none is set. */
 export function defaultBmcPort(protocol: string): number {

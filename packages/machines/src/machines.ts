@@ -1,6 +1,6 @@
 import type { Context, Service, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import type { Model, ModelStatic } from "sequelize";
+import { Op, type Model, type ModelStatic } from "sequelize";
 import {
 	ARTIFACT_ID_PARAM,
 	BOOLEAN_PARAM,
@@ -23,7 +23,7 @@ import {
 } from "@clusterplatform/core";
 import { BOOT_PARAMS, SEEN_BATCH_MAX, bootPathMethods, sha256, type BootFacts } from "./boot";
 import { embeddedChain } from "./boot-scripts";
-import { MACHINE_PARAMS, MACHINE_STATUSES, MAC_PARAM, defaultBmcPort, normalizeMac, type MachineStatus } from "./fields";
+import { MACHINE_PARAMS, MACHINE_STATUSES, MAC_PARAM, normalizeMac, type MachineStatus } from "./fields";
 import { IMPORT_MAX, checkedImportRow, firstDuplicate, importRowCheck, importRows, type ImportParams } from "./import";
 import { Inventory, type ListFilter, type StoredMachine } from "./inventory";
 import { planOf, renderedScript, selectionOf, viewOf, type Chosen } from "./plan";
@@ -78,13 +78,16 @@ const BULK_ROUTE_TIMEOUT = { timeout: 30 * 60_000 };
 /** New machines one address may make known by booting: a burst, then one a second. */
 const DISCOVERY_BURST = 60;
 const DISCOVERY_PER_SECOND = 1;
+/** New machines all addresses together may make known (many addresses, or an attacker's many): a wave's burst, then ten a second. */
+const DISCOVERY_ALL_BURST = 600;
+const DISCOVERY_ALL_PER_SECOND = 10;
 
 /**
  * /api/machines: the inventory. A machine is known by its MACs (unique across machines), SMBIOS
  * UUID and serial before it first boots; `GET /api/boot?mac=…` (the machine path) answers its
  * profile's rendered iPXE script, and records a MAC it does not know as a `discovered` machine.
- * BMC passwords are sealed (SECRETS_KEY) and never leave the service except to its own callers
- * (`bmcCredentials`). MACs and labels also live in tables of their own (machinemacs,
+ * BMC passwords are sealed (SECRETS_KEY) and leave the service only to the distributor of the
+ * machine's site that drives its BMC (provisioning.ts). MACs and labels also live in tables of their own (machinemacs,
  * machinelabels), indexed for the boot path and the searches.
  */
 /** The columns as read (the macs getter splits the stored string). */
@@ -93,6 +96,8 @@ type MachineColumns = Omit<MachineRow, "id"> & { registrationTokenSha256: string
 interface MachinesSettings {
 	discoveryBurst: number;
 	discoveryPerSecond: number;
+	discoveryAllBurst: number;
+	discoveryAllPerSecond: number;
 }
 
 interface MachinesVars extends EntityVars<MachineColumns> {
@@ -100,6 +105,10 @@ interface MachinesVars extends EntityVars<MachineColumns> {
 	provisioning: Provisioning;
 	/** New machines per address the boot path records (boot.ts). */
 	discoveries: RateLimiter;
+	/** New machines the boot path records, all addresses together (one key). */
+	discoveriesAll: RateLimiter;
+	/** When "MACHINES_DISCOVERED_MAX reached" was last logged (once a minute at most). */
+	discoveryFullLoggedAt: number;
 	/** Boot steps per client the boot path records (boot.ts). */
 	stepsPerClient: RateLimiter;
 	bootEvents: BootEventRecorder;
@@ -113,9 +122,11 @@ interface BootPathMethods {
 	scriptAnswer(ctx: Context<{ mac: string }, MachineMeta>, kind: "kickstart" | "preboot" | "postboot"): Promise<string>;
 	bootFailed(ctx: Context<unknown, MachineMeta>, machine: MachineRow, mac: string, reason: string, kind: string): Promise<string>;
 	discover(ctx: Context<unknown, MachineMeta>, mac: string, facts: BootFacts): Promise<MachineRow | null>;
-	seen(machine: MachineRow, facts: BootFacts): Promise<boolean>;
+	roomToDiscover(): Promise<boolean>;
+	seen(machine: MachineRow, facts: BootFacts): Promise<void>;
 	markSeen(macs: string[]): Promise<number>;
-	newToken(id: number): Promise<string>;
+	newToken(id: number): Promise<string | null>;
+	noTokenNow(ctx: Context<unknown, MachineMeta>, machine: MachineRow): string;
 	recordStep(ctx: Context<unknown, MachineMeta>, mac: string, kind: BootEventKind, detail: string): void;
 }
 
@@ -129,11 +140,12 @@ interface MachinesMethods extends EntityMethods<MachineColumns>, BootPathMethods
 	writeNew(machines: StoredMachine[], labels: string | string[]): Promise<number[]>;
 	machineIdByMac(mac: string): Promise<number | null>;
 	machineByMac(mac: string): Promise<MachineRow | null>;
-	setStatusOf(id: number, status: MachineStatus, reason: string | null, more?: Record<string, unknown>): Promise<void>;
+	setStatusOf(id: number, status: MachineStatus, reason: string | null, more?: Record<string, unknown>, from?: MachineStatus): Promise<boolean>;
+	provisioningBegins(from: MachineStatus, to: MachineStatus | undefined): Record<string, unknown>;
 	selectionOf(ctx: Context, machine: MachineRow): Promise<Chosen>;
 	viewOf(machine: MachineRow, mac: string, profile: ProfileRow, token: string | null): Record<string, unknown>;
 	renderedScript(profile: ProfileRow, field: TemplateField, view: Record<string, unknown>): { text: string } | { missing: string[] };
-	useToken(token: string): Promise<number>;
+	tokenMachine(token: string): Promise<MachineRow>;
 }
 
 /** `this` in the machines service's handlers, and in boot.ts's methods. */
@@ -200,7 +212,7 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 			},
 		}),
 	],
-	settings: { discoveryBurst: DISCOVERY_BURST, discoveryPerSecond: DISCOVERY_PER_SECOND },
+	settings: { discoveryBurst: DISCOVERY_BURST, discoveryPerSecond: DISCOVERY_PER_SECOND, discoveryAllBurst: DISCOVERY_ALL_BURST, discoveryAllPerSecond: DISCOVERY_ALL_PER_SECOND },
 	hooks: {
 		before: {
 			list(ctx: Context<ListFilter & { query?: object }>) {
@@ -235,7 +247,8 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 			async handler(ctx: Context<Record<string, unknown> & { id: number }>) {
 				const current = await this.machine(ctx.params.id);
 				const { id, ...params } = ctx.params;
-				const changes = storedChanges(params, current, (text) => this.sealer().seal(text));
+				const changes: Record<string, unknown> = storedChanges(params, current, (text) => this.sealer().seal(text));
+				Object.assign(changes, this.provisioningBegins(current.status, changes.status as MachineStatus | undefined));
 				await this.checkPinnedProfiles(ctx, [changes], [""]);
 				await this.inventory.conflictsOf([{ ...current, ...changes, id }], "");
 				await this.inventory.update(id, changes);
@@ -288,7 +301,7 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 		},
 		boot: {
 			rest: { method: "GET", basePath: "/boot", path: "/" },
-			description: `The machine path's boot answer (text/plain iPXE): every machine's embedded script chains it — ${embeddedChain("http://<provisioner>")}. A known machine gets its profile's rendered iPXE script; an unknown MAC is recorded as discovered and gets the operator's default (MACHINES_UNKNOWN_BOOT: local, menu or none). Without a mac, the answer is that chain line as a script (for an embedded script or a mainscript to chain)`,
+			description: `The machine path's boot answer (text/plain iPXE): every machine's embedded script chains it — ${embeddedChain("http://<provisioner>")}. A known machine gets its profile's rendered iPXE script; what a boot reports (serial, manufacturer, product, uuid, arch, firmware) never changes a known machine. An unknown MAC is recorded as discovered (at most MACHINES_DISCOVERED_MAX; its reported text kept only in letters, digits and . _ : -, others as _, at most 64 characters) and gets the operator's default (MACHINES_UNKNOWN_BOOT: local, menu or none). Without a mac, the answer is that chain line as a script (for an embedded script or a mainscript to chain)`,
 			params: BOOT_PARAMS,
 			async handler(ctx: Context<Record<string, string>, MachineMeta>) {
 				if (ctx.params.mac === undefined) return respondText(ctx, `#!ipxe\n${embeddedChain(configOf(this.broker).publicUrl)}\n`);
@@ -313,7 +326,7 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 		},
 		bootPostboot: {
 			rest: { method: "GET", basePath: "/boot", path: "/:mac/postboot" },
-			description: "The machine's rendered post-boot script (machine path), by its MAC; it carries a new single-use registration token each time",
+			description: "The machine's rendered post-boot script (machine path), by its MAC; while the machine is provisioning it carries a new single-use registration token each time, good until the provisioning deadline and for the machine's site only. A machine not provisioning gets 409 and a script saying why (no token)",
 			params: { mac: MAC_PARAM, $$strict: true },
 			handler(ctx: Context<{ mac: string }, MachineMeta>) {
 				return this.scriptAnswer(ctx, "postboot");
@@ -359,15 +372,22 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 			},
 		},
 		/**
-		 * Called by localnodes before a registration writes anything: a machine token must be right and
-		 * unused (it is used up here); without one, the registration is anonymous (allowed unless
-		 * ANONYMOUS_REGISTRATION=false) and may name a MAC to link by. What to link after, or null.
+		 * Called by localnodes before a registration writes anything: a machine token must be the
+		 * machine's current one, the machine provisioning and within its deadline, and the
+		 * registration for the machine's site when it has one (409 naming artifactId). The token is
+		 * not used up here (a registration the handler then refuses keeps it): linkLocalnode uses
+		 * it, after the node is written. Without a token, the registration is anonymous (allowed
+		 * unless ANONYMOUS_REGISTRATION=false) and may name a MAC to link by. What to link after, or null.
 		 */
 		admitRegistration: {
 			visibility: "public",
-			params: { token: { type: "string", max: 200, optional: true }, mac: { type: "string", max: 64, optional: true }, operator: BOOLEAN_PARAM },
-			async handler(ctx: Context<{ token?: string; mac?: string; operator: boolean }>) {
-				if (ctx.params.token !== undefined) return { machineId: await this.useToken(ctx.params.token) };
+			params: { token: { type: "string", max: 200, optional: true }, mac: { type: "string", max: 64, optional: true }, artifactId: { type: "string", optional: true }, operator: BOOLEAN_PARAM },
+			async handler(ctx: Context<{ token?: string; mac?: string; artifactId?: string; operator: boolean }>) {
+				if (ctx.params.token !== undefined) {
+					const machine = await this.tokenMachine(ctx.params.token);
+					if (machine.artifactId && machine.artifactId !== ctx.params.artifactId) throw siteRefused(machine);
+					return { machineId: machine.id, tokenSha256: sha256(ctx.params.token) };
+				}
 				if (!ctx.params.operator && !configOf(this.broker).machines.anonymousRegistration) {
 					throw tokenRefused("is required: this provisioner registers only machines it booted (ANONYMOUS_REGISTRATION=false)");
 				}
@@ -377,19 +397,35 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 				return { mac };
 			},
 		},
-		/** After a registration: the machine (by its used token, else by MAC) becomes the node, and ready. */
+		/**
+		 * After a registration. With the token admitRegistration checked: it is used up and the
+		 * machine becomes the node and ready, in one conditional UPDATE (still provisioning, within
+		 * its deadline, the token still its own: two registrations with one token link once). By MAC
+		 * (no proof: anyone on the LAN can say one) the node is only linked, to a machine that has no
+		 * node yet and is not discovered; its status stays as it is: ready comes only with the token.
+		 */
 		linkLocalnode: {
 			visibility: "public",
-			params: { localnodeId: ID_PARAM, machineId: { ...ID_PARAM, optional: true }, mac: { type: "string", optional: true } },
-			async handler(ctx: Context<{ localnodeId: number; machineId?: number; mac?: string }>) {
-				const id = ctx.params.machineId ?? (ctx.params.mac ? await this.machineIdByMac(ctx.params.mac) : null);
+			params: { localnodeId: ID_PARAM, machineId: { ...ID_PARAM, optional: true }, tokenSha256: { type: "string", length: 64, optional: true }, mac: { type: "string", optional: true } },
+			async handler(ctx: Context<{ localnodeId: number; machineId?: number; tokenSha256?: string; mac?: string }>) {
+				const { localnodeId, machineId, tokenSha256 } = ctx.params;
+				if (machineId !== undefined && tokenSha256 !== undefined) {
+					const reason = `registered as localnode ${localnodeId} with its token`;
+					const [changed] = await this.adapter.model.update(
+						{ status: "ready", statusReason: reason, provisionDeadline: null, registrationTokenSha256: null, localnodeId, lastSeen: new Date() },
+						{ where: { id: machineId, status: "provisioning", registrationTokenSha256: tokenSha256, provisionDeadline: { [Op.gt]: new Date() } } },
+					);
+					if (changed !== 1) throw tokenRefused("was used by another registration, or its machine stopped provisioning, after this registration was admitted");
+					this.broker.broadcast("cache.clean.machines");
+					return { machineId };
+				}
+				const id = ctx.params.mac ? await this.machineIdByMac(ctx.params.mac) : null;
 				if (!id) return null;
-				const row = (await this.adapter.findById(id))?.get({ plain: true }) ?? null;
-				if (!row) return null;
-				// A MAC is no proof (anyone on the LAN can say one): it never moves a machine already linked to another node.
-				if (ctx.params.machineId === undefined && row.localnodeId !== null && row.localnodeId !== ctx.params.localnodeId) return null;
-				await this.setStatusOf(row.id, "ready", `registered as localnode ${ctx.params.localnodeId}${ctx.params.machineId ? " with its token" : " by MAC"}`, { localnodeId: ctx.params.localnodeId, lastSeen: new Date() });
-				return { machineId: row.id };
+				const [changed] = await this.adapter.model.update(
+					{ localnodeId, lastSeen: new Date() },
+					{ where: { id, status: { [Op.ne]: "discovered" }, [Op.or]: [{ localnodeId: null }, { localnodeId }] } },
+				);
+				return changed === 1 ? { machineId: id } : null;
 			},
 		},
 		/** The machine with this MAC, for selectors (two MACs of one machine) and other services. */
@@ -413,8 +449,8 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 			visibility: "public",
 			params: { id: ID_PARAM, status: { type: "enum", values: [...MACHINE_STATUSES] }, reason: { type: "string", max: 500, optional: true } },
 			async handler(ctx: Context<{ id: number; status: MachineStatus; reason?: string }>) {
-				await this.findOrFail(ctx.params.id);
-				await this.setStatusOf(ctx.params.id, ctx.params.status, ctx.params.reason ?? null);
+				const current = await this.machine(ctx.params.id);
+				await this.setStatusOf(ctx.params.id, ctx.params.status, ctx.params.reason ?? null, this.provisioningBegins(current.status, ctx.params.status));
 				return this.shown(ctx, ctx.params.id);
 			},
 		},
@@ -427,25 +463,6 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 			params: { artifactId: ARTIFACT_ID_PARAM },
 			handler(ctx: Context<{ artifactId: string }>): Promise<string[]> {
 				return this.inventory.siteMacs(ctx.params.artifactId);
-			},
-		},
-		/** The BMC with its password in the clear, for the service that talks to it; never published. */
-		bmcCredentials: {
-			visibility: "public",
-			params: { id: ID_PARAM },
-			async handler(ctx: Context<{ id: number }>) {
-				const row = await this.machine(ctx.params.id);
-				if (!row.bmcProtocol || !row.bmcAddress) invalid("bmcAddress", `machine ${row.id} has no BMC: set bmcProtocol and bmcAddress`);
-				return {
-					protocol: row.bmcProtocol,
-					address: row.bmcAddress,
-					port: row.bmcPort ?? defaultBmcPort(row.bmcProtocol),
-					user: row.bmcUser,
-					password: row.bmcPassword ? this.sealer().open(row.bmcPassword) : null,
-					// Each only for the protocol that uses it, as provisioning hands them to the drivers.
-					cipherSuite: row.bmcProtocol === "ipmi" ? row.bmcCipherSuite : null,
-					certificateSha256: row.bmcProtocol === "redfish" ? row.bmcCertificateSha256 : null,
-				};
 			},
 		},
 	},
@@ -489,11 +506,26 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 			const row = await this.adapter.model.findByPk(id);
 			return row ? row.get({ plain: true }) : null;
 		},
-		async setStatusOf(id: number, status: MachineStatus, reason: string | null, more: Record<string, unknown> = {}): Promise<void> {
-			// Only a provisioning machine has a deadline to meet.
-			const deadline = status === "provisioning" ? {} : { provisionDeadline: null };
-			await this.adapter.model.update({ status, statusReason: reason?.slice(0, 500) ?? null, ...deadline, ...more }, { where: { id } });
-			this.broker.broadcast("cache.clean.machines");
+		/**
+		 * The machine's status and reason; with `from`, only if it still has the status its caller
+		 * read (the boot path: a registration or an operator in between wins). True when written.
+		 */
+		async setStatusOf(id: number, status: MachineStatus, reason: string | null, more: Record<string, unknown> = {}, from?: MachineStatus): Promise<boolean> {
+			// Only a provisioning machine has a deadline to meet, and a registration token to use.
+			const ended = status === "provisioning" ? {} : { provisionDeadline: null, registrationTokenSha256: null };
+			const [changed] = await this.adapter.model.update({ status, statusReason: reason?.slice(0, 500) ?? null, ...ended, ...more }, { where: { id, ...(from === undefined ? {} : { status: from }) } });
+			if (changed > 0) this.broker.broadcast("cache.clean.machines");
+			return changed > 0;
+		},
+		/**
+		 * A machine set to provisioning by hand (or by another service) gets a deadline, as the boot
+		 * path and provision give one: a provisioning machine without one would never end (the sweep
+		 * fails such rows, see provisioning.ts).
+		 */
+		provisioningBegins(from: MachineStatus, to: MachineStatus | undefined): Record<string, unknown> {
+			if (to !== "provisioning" || from === "provisioning") return {};
+			const now = new Date();
+			return { provisionStartedAt: now, provisionDeadline: new Date(now.getTime() + configOf(this.broker).machines.provisionTimeoutMs) };
 		},
 		selectionOf(ctx: Context, machine: MachineRow): Promise<Chosen> {
 			return selectionOf(ctx, machine);
@@ -504,19 +536,17 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 		renderedScript(profile: ProfileRow, field: TemplateField, view: Record<string, unknown>) {
 			return renderedScript(configOf(this.broker).publicUrl, profile, field, view);
 		},
-		/** The machine a token was made for; used up here, so it registers once. */
-		async useToken(token: string): Promise<number> {
-			const hash = sha256(token);
-			const row = await this.adapter.model.findOne({ where: { registrationTokenSha256: hash }, attributes: ["id"], raw: true });
-			if (!row) throw tokenRefused("is not a machine's current registration token (wrong, or used already)");
-			const [changed] = await this.adapter.model.update({ registrationTokenSha256: null }, { where: { id: row.id, registrationTokenSha256: hash } });
-			// Another registration used it between the two statements.
-			if (changed !== 1) throw tokenRefused("is not a machine's current registration token (wrong, or used already)");
-			return row.id;
+		/** The machine a token was made for, if it is still provisioning within its deadline; the token is not used up here. */
+		async tokenMachine(token: string): Promise<MachineRow> {
+			const row = await this.adapter.model.findOne({ where: { registrationTokenSha256: sha256(token), status: "provisioning", provisionDeadline: { [Op.gt]: new Date() } } });
+			if (!row) throw tokenRefused("is not a provisioning machine's current registration token (wrong, used already, or past its provisioning deadline)");
+			return row.get({ plain: true });
 		},
 	},
 	created() {
 		this.discoveries = new RateLimiter(this.settings.discoveryBurst, this.settings.discoveryPerSecond);
+		this.discoveriesAll = new RateLimiter(this.settings.discoveryAllBurst, this.settings.discoveryAllPerSecond);
+		this.discoveryFullLoggedAt = 0;
 		// As the gateway's boot trail: a client adds a boot's worth of steps, then one a second.
 		this.stepsPerClient = new RateLimiter(60, 1);
 		this.bootEvents = new BootEventRecorder(this.broker);
@@ -535,7 +565,7 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 				machine: (id) => this.machine(id),
 				shown: (ctx, id) => this.shown(ctx, id),
 				password: (row) => (row.bmcPassword ? this.sealer().open(row.bmcPassword) : null),
-				setStatus: (id, status, reason, more) => this.setStatusOf(id, status, reason, more),
+				setStatus: (id, status, reason, more, from) => this.setStatusOf(id, status, reason, more, from),
 			},
 			{ timeoutMs: provisionTimeoutMs, concurrency: provisionConcurrency, sweepMs },
 		);
@@ -550,6 +580,11 @@ export const MachinesService: ServiceSchema = defineService<MachinesMethods, Mac
 		await this.bootEvents?.stop();
 	},
 });
+
+function siteRefused(machine: MachineRow): Errors.MoleculerClientError {
+	const message = `must be the site of machine ${machine.id} (${machine.name}): ${machine.artifactId}`;
+	return new Errors.MoleculerClientError(`artifactId ${message}`, 409, "MACHINE_SITE_MISMATCH", [{ field: "artifactId", message }]);
+}
 
 function tokenRefused(message: string): Errors.MoleculerClientError {
 	return new Errors.MoleculerClientError(`machineToken ${message}`, 401, "MACHINE_TOKEN_REFUSED", [{ field: "machineToken", message }]);

@@ -42,7 +42,8 @@ export interface ProvisioningHost {
 	shown(ctx: Context, id: number): Promise<object>;
 	/** The BMC password, opened. */
 	password(row: MachineRow): string | null;
-	setStatus(id: number, status: MachineStatus, reason: string | null, more?: Record<string, unknown>): Promise<void>;
+	/** With `from`: only if the machine still has that status (false when it did not). */
+	setStatus(id: number, status: MachineStatus, reason: string | null, more?: Record<string, unknown>, from?: MachineStatus): Promise<boolean>;
 }
 
 export interface ProvisioningOptions {
@@ -182,13 +183,15 @@ export class Provisioning {
 	/**
 	 * A step of a machine's boot, seen by the boot path. A machine that was `unknown` or `failed`
 	 * and fetches its script begins provisioning (it was powered on by hand, or by its own boot order).
+	 * Each write is conditional on the status `row` was read with: a boot request racing a
+	 * registration (ready) or an operator must not put the machine back to provisioning.
 	 */
 	async stepSeen(row: MachineRow, step: string, begins: boolean): Promise<void> {
 		const now = new Date();
 		if (row.status === "provisioning") {
-			await this.host.setStatus(row.id, "provisioning", `${step} at ${now.toISOString()}`);
+			await this.host.setStatus(row.id, "provisioning", `${step} at ${now.toISOString()}`, {}, "provisioning");
 		} else if (begins && (row.status === "unknown" || row.status === "failed")) {
-			await this.host.setStatus(row.id, "provisioning", `${step} at ${now.toISOString()}`, { provisionStartedAt: now, provisionDeadline: new Date(now.getTime() + this.options.timeoutMs), warning: null });
+			await this.host.setStatus(row.id, "provisioning", `${step} at ${now.toISOString()}`, { provisionStartedAt: now, provisionDeadline: new Date(now.getTime() + this.options.timeoutMs), warning: null }, row.status);
 		}
 	}
 
@@ -202,13 +205,20 @@ export class Provisioning {
 		return this.sweeping;
 	}
 
+	/**
+	 * Overdue provisioning machines, and provisioning ones with no deadline at all (set by hand, or
+	 * left by a race): nothing else would ever end those, and provision refuses a provisioning machine.
+	 */
 	private async failOverdue(): Promise<void> {
-		const overdue = (await this.host.model.findAll({ where: { status: "provisioning", provisionDeadline: { [Op.lt]: new Date() } }, order: [["provisionDeadline", "ASC"]], limit: SWEEP_BATCH })).map((m) => m.get({ plain: true }) as MachineRow);
+		const due = () => ({ [Op.or]: [{ provisionDeadline: { [Op.lt]: new Date() } }, { provisionDeadline: null }] });
+		const overdue = (await this.host.model.findAll({ where: { status: "provisioning", ...due() }, order: [["provisionDeadline", "ASC"]], limit: SWEEP_BATCH })).map((m) => m.get({ plain: true }) as MachineRow);
 		for (const row of overdue) {
 			const step = (await this.lastTimelineStep(row)) ?? row.statusReason ?? "none";
-			const reason = `provisioning timed out: not registered ${Math.round(this.options.timeoutMs / 1000)} s after it began; last step seen: ${step}`;
+			const reason = row.provisionDeadline
+				? `provisioning timed out: not registered ${Math.round(this.options.timeoutMs / 1000)} s after it began; last step seen: ${step}`
+				: `provisioning had no deadline (nothing would have ended it); last step seen: ${step}`;
 			// Only if nothing moved it on meanwhile (a registration in the same instant wins).
-			const [changed] = await this.host.model.update({ status: "failed", statusReason: reason.slice(0, 500), provisionDeadline: null }, { where: { id: row.id, status: "provisioning", provisionDeadline: { [Op.lt]: new Date() } } });
+			const [changed] = await this.host.model.update({ status: "failed", statusReason: reason.slice(0, 500), provisionDeadline: null, registrationTokenSha256: null }, { where: { id: row.id, status: "provisioning", ...due() } });
 			if (changed) {
 				this.host.broker.broadcast("cache.clean.machines");
 				this.host.logger.warn(`machine ${row.id} (${row.name}): ${reason}`);

@@ -19,7 +19,7 @@ export function storedMachine(params: Record<string, unknown>, label: string, se
 	row.labels = row.labels ?? {};
 	if (row.profileId === 0) delete row.profileId;
 	try {
-		checkBmc(row);
+		checkBmc(row, row.bmcPassword);
 	} catch (err) {
 		throw prefixed(err, label);
 	}
@@ -39,7 +39,7 @@ export function storedChanges(params: Record<string, unknown>, current: MachineR
 	if (changes.profileId === 0) changes.profileId = null;
 	// An operator's status other than provisioning ends what provisioning was waiting for.
 	if (changes.status !== undefined && changes.status !== "provisioning") changes.provisionDeadline = null;
-	checkBmc({ ...current, ...changes });
+	checkBmc({ ...current, ...changes }, changes.bmcPassword);
 	if (changes.bmcPassword) changes.bmcPassword = seal(changes.bmcPassword as string);
 	return changes as Partial<StoredMachine>;
 }

@@ -1,4 +1,6 @@
+import { eventually } from "@clusterplatform/test-kit/ports";
 import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { macSequence } from "./macs";
 
 /*
  * /api/boot answered from the gateway's memory (packages/gateway/src/machine-cache.ts): repeats of a
@@ -7,21 +9,9 @@ import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterp
 
 const SERVICES = ["gateway", "machines", "profiles", "selectors", "boots"];
 
-let macCounter = 0;
-function nextMac(): string {
-	macCounter++;
-	return `52:54:00:bb:${(macCounter >> 8).toString(16).padStart(2, "0")}:${(macCounter & 255).toString(16).padStart(2, "0")}`;
-}
+const nextMac = macSequence("bb");
 
-async function waitFor<T>(probe: () => Promise<T | null | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await probe();
-		if (value) return value;
-		if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-		await new Promise((resolve) => setTimeout(resolve, 200));
-	}
-}
+const waitFor = <T>(probe: () => Promise<T | null | undefined>, what: string, timeoutMs = 10_000) => eventually(async () => (await probe()) ?? undefined, timeoutMs, what);
 
 describe.each(DATABASES)("boot answers repeated from memory on %s", (database) => {
 	let provisioner: TestProvisioner;
@@ -40,7 +30,7 @@ describe.each(DATABASES)("boot answers repeated from memory on %s", (database) =
 	/** A ready machine (its boots move no status) that told everything iPXE tells already, and a selector for it. */
 	const readyMachine = async (label: string) => {
 		const mac = nextMac();
-		const created = await send("POST", "/machines", { name: `r-${mac.replace(/:/g, "")}`, macs: [mac], status: "ready", hostname: "first.lan.example", serial: "SN 1", manufacturer: "QEMU", product: "Standard PC", arch: "x86_64", firmware: "uefi", labels: { storm: label } });
+		const created = await send("POST", "/machines", { name: `r-${mac.replace(/:/g, "")}`, macs: [mac], status: "ready", hostname: "first.lan.example", serial: "SN-1", manufacturer: "QEMU", product: "Standard-PC", arch: "x86_64", firmware: "uefi", labels: { storm: label } });
 		expect(created.status).toBe(201);
 		return { mac, id: created.body.id as number };
 	};
@@ -110,6 +100,12 @@ describe.each(DATABASES)("boot answers repeated from memory on %s", (database) =
 		expect(await boot(mac)).toBe(`#!ipxe\necho adopted ${discovered.name}\nexit`);
 
 		const postboot = async () => (await fetch(`${provisioner.baseUrl}/api/boot/${mac}/postboot`)).text();
+		// A ready machine's post-boot script carries no token (409, saying why); a provisioning one's a new one each time.
+		const ready = await fetch(`${provisioner.baseUrl}/api/boot/${mac}/postboot`);
+		expect(ready.status).toBe(409);
+		expect(await ready.text()).not.toMatch(/cpm_/);
+		expect((await send("PUT", `/machines/${discovered.id}`, { status: "unknown" })).status).toBe(200);
+		expect(await boot(mac)).toBe(`#!ipxe\necho adopted ${discovered.name}\nexit`);
 		const [first, second] = [await postboot(), await postboot()];
 		expect(first).toMatch(/cpm_/);
 		expect(second).toMatch(/cpm_/);
@@ -121,6 +117,25 @@ describe.each(DATABASES)("boot answers repeated from memory on %s", (database) =
 		const [again] = (await send("GET", `/machines?mac=${mac}`)).body.rows;
 		expect(again).toMatchObject({ status: "discovered" });
 		expect(again.id).not.toBe(discovered.id);
+	});
+
+	it("keeps ready machines' answers in memory while unknown MACs are discovered", async () => {
+		const label = `d-${database}`;
+		const profile = await send("POST", "/profiles", { name: `keep-${label}`, ipxeScript: "#!ipxe\necho kept\nexit" });
+		expect((await send("POST", "/selectors", { name: `keep-${label}`, profileId: profile.body.id, labels: { storm: label } })).status).toBe(201);
+		const { mac } = await readyMachine(label);
+		// What the gateway holds for /api/boot answers (its boot entries are emptied on any machines cache.clean).
+		const cached = () => (provisioner.broker.getLocalService("gateway") as unknown as { machineCache: { size: { entries: number } } }).machineCache.size.entries;
+		expect(await boot(mac)).toBe("#!ipxe\necho kept\nexit");
+		const held = cached();
+		expect(held).toBeGreaterThan(0);
+		// A discovery (and a discovered machine's refresh) changes no ready machine's answer: nothing is emptied.
+		const stranger = nextMac();
+		await boot(stranger);
+		await boot(stranger);
+		expect((await send("GET", `/machines?mac=${stranger}`)).body.rows[0]).toMatchObject({ status: "discovered" });
+		expect(cached()).toBe(held);
+		expect(await boot(mac)).toBe("#!ipxe\necho kept\nexit");
 	});
 
 	it("writes the lastSeen of repeated boots in one call (bootsSeen), ignoring MACs it does not know", async () => {

@@ -1,4 +1,6 @@
+import { eventually } from "@clusterplatform/test-kit/ports";
 import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterplatform/test-kit/provisioner";
+import { macSequence } from "./macs";
 
 const SITE = "rack-a.example";
 const PASSWORD = "bmc-Secret-4711";
@@ -9,22 +11,9 @@ interface Problem {
 	message: string;
 }
 
-/** A MAC of its own per test, so the suites' machines never collide. */
-let macCounter = 0;
-function nextMac(): string {
-	macCounter++;
-	return `52:54:00:aa:${(macCounter >> 8).toString(16).padStart(2, "0")}:${(macCounter & 255).toString(16).padStart(2, "0")}`;
-}
+const nextMac = macSequence("aa");
 
-async function waitFor<T>(probe: () => Promise<T | null | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
-	const deadline = Date.now() + timeoutMs;
-	for (;;) {
-		const value = await probe();
-		if (value) return value;
-		if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-		await new Promise((resolve) => setTimeout(resolve, 200));
-	}
-}
+const waitFor = <T>(probe: () => Promise<T | null | undefined>, what: string, timeoutMs = 10_000) => eventually(async () => (await probe()) ?? undefined, timeoutMs, what);
 
 describe.each(DATABASES)("machines on %s", (database) => {
 	let provisioner: TestProvisioner;
@@ -48,6 +37,13 @@ describe.each(DATABASES)("machines on %s", (database) => {
 		return res.body;
 	};
 
+	/** The BMC as provisioning hands it to a distributor: the sealed password opened (nothing else shows it). */
+	const storedBmc = async (id: number) => {
+		const service = provisioner.broker.getLocalService("machines") as unknown as { machine(id: number): Promise<Record<string, unknown>>; sealer(): { open(text: string): string } };
+		const row = await service.machine(id);
+		return { protocol: row.bmcProtocol, address: row.bmcAddress, port: row.bmcPort ?? (row.bmcProtocol === "redfish" ? 443 : 623), user: row.bmcUser, password: row.bmcPassword ? service.sealer().open(row.bmcPassword as string) : null, cipherSuite: row.bmcProtocol === "ipmi" ? row.bmcCipherSuite : null, certificateSha256: row.bmcProtocol === "redfish" ? row.bmcCertificateSha256 : null };
+	};
+
 	beforeAll(async () => {
 		provisioner = await startTestProvisioner({ database, services: SERVICES });
 	});
@@ -60,7 +56,7 @@ describe.each(DATABASES)("machines on %s", (database) => {
 					name: "web-01",
 					macs: ["AA-BB-CC-00-00-01", "aa:bb:cc:00:00:02"],
 					uuid: "4C4C4544-0035-5910-8057-B4C04F564433",
-					serial: "CZ1234 X",
+					serial: "CZ1234-X",
 					arch: "x86_64",
 					firmware: "uefi",
 					artifactId: SITE,
@@ -88,14 +84,15 @@ describe.each(DATABASES)("machines on %s", (database) => {
 			const renamed = await json(await put(`/machines/${created.body.id}`, { hostname: "web-1.lan.example" }));
 			expect(renamed.status).toBe(200);
 			expect(JSON.stringify(renamed.body)).not.toContain(PASSWORD);
-			const credentials = await provisioner.broker.call("machines.bmcCredentials", { id: created.body.id });
-			expect(credentials).toEqual({ protocol: "ipmi", address: "10.0.9.1", port: 623, user: "admin", password: PASSWORD, cipherSuite: null, certificateSha256: null });
+			expect(await storedBmc(created.body.id)).toEqual({ protocol: "ipmi", address: "10.0.9.1", port: 623, user: "admin", password: PASSWORD, cipherSuite: null, certificateSha256: null });
+			// No action hands the password out in clear.
+			expect(provisioner.broker.registry.getActionEndpoints("machines.bmcCredentials")).toBeFalsy();
 			// The BMC's cipher suite (IPMI) and pinned certificate (Redfish) travel with its credentials.
 			expect((await put(`/machines/${created.body.id}`, { bmcCipherSuite: 3 })).status).toBe(200);
-			expect(await provisioner.broker.call("machines.bmcCredentials", { id: created.body.id })).toMatchObject({ protocol: "ipmi", cipherSuite: 3, certificateSha256: null });
+			expect(await storedBmc(created.body.id)).toMatchObject({ protocol: "ipmi", cipherSuite: 3, certificateSha256: null });
 			const pin = "ab".repeat(32);
 			expect((await put(`/machines/${created.body.id}`, { bmcProtocol: "redfish", bmcPort: 443, bmcCertificateSha256: pin })).status).toBe(200);
-			expect(await provisioner.broker.call("machines.bmcCredentials", { id: created.body.id })).toEqual({ protocol: "redfish", address: "10.0.9.1", port: 443, user: "admin", password: PASSWORD, cipherSuite: null, certificateSha256: pin });
+			expect(await storedBmc(created.body.id)).toEqual({ protocol: "redfish", address: "10.0.9.1", port: 443, user: "admin", password: PASSWORD, cipherSuite: null, certificateSha256: pin });
 		});
 
 		it("refuses bad fields with 422 naming each, and writes nothing", async () => {
@@ -111,6 +108,16 @@ describe.each(DATABASES)("machines on %s", (database) => {
 				[{ labels: { "bad key": "x" } }, "labels"],
 				[{ labels: { rack: 7 } }, "labels.rack"],
 				[{ serial: "$(reboot)" }, "serial"],
+				// Nothing a shell or iPXE splits or reads: no spaces, '#', parentheses.
+				[{ serial: "x touch /tmp/p" }, "serial"],
+				[{ product: "a#b" }, "product"],
+				[{ manufacturer: "a(b)" }, "manufacturer"],
+				[{ labels: { rack: "r1 init=/bin/sh" } }, "labels"],
+				// The drivers' rules, at save time: IPMI's 16-byte user and 20-byte password, no control characters, a resolvable name.
+				[{ bmcProtocol: "ipmi", bmcAddress: "10.0.0.1", bmcUser: "u".repeat(17) }, "bmcUser"],
+				[{ bmcProtocol: "ipmi", bmcAddress: "10.0.0.1", bmcPassword: "p".repeat(21) }, "bmcPassword"],
+				[{ bmcProtocol: "redfish", bmcAddress: "10.0.0.1", bmcPassword: "a\u0001b" }, "bmcPassword"],
+				[{ bmcProtocol: "ipmi", bmcAddress: "bmc_1.example" }, "bmcAddress"],
 				[{ hostname: "under_score..example" }, "hostname"],
 				[{ bmcProtocol: "telnet", bmcAddress: "10.0.0.1" }, "bmcProtocol"],
 				[{ bmcProtocol: "ipmi", bmcAddress: "bmc one" }, "bmcAddress"],
@@ -292,19 +299,20 @@ describe.each(DATABASES)("machines on %s", (database) => {
 			const known = await machine({ artifactId: SITE, hostname: "known.lan.example", labels: { role: `ks-${database}` } });
 			expect((await post("/selectors", { name: `ks-${database}`, profileId: ks.id, labels: { role: `ks-${database}` } })).status).toBe(201);
 			const mac = known.macs[0];
-			const answer = await machineGet(`/boot?mac=${mac}&uuid=&serial=SN%2042&manufacturer=QEMU&product=Standard%20PC&arch=x86_64&platform=efi`);
+			const answer = await machineGet(`/boot?mac=${mac}&uuid=2f1b8a8e-5c1e-4d7e-9a4b-0c7d2e3f4a5c&serial=x%20touch%20/tmp/p&manufacturer=QEMU&product=Standard%20PC&arch=x86_64&platform=efi`);
 			expect(answer.status).toBe(200);
 			expect(answer.headers.get("content-type")).toMatch(/^text\/plain/);
 			expect(await answer.text()).toBe(`#!ipxe\nkernel http://mirror/vmlinuz inst.ks=${provisioner.baseUrl}/api/boot/${mac}/kickstart\nboot`);
 			const row = await (await provisioner.api(`/machines/${known.id}`)).json();
-			// What iPXE told fills what the inventory lacked.
-			expect(row).toMatchObject({ status: "provisioning", serial: "SN 42", manufacturer: "QEMU", arch: "x86_64", firmware: "uefi", lastSeen: expect.any(String) });
+			// What a boot reports is no proof (anyone may send any MAC): a known machine keeps what the operator set, even where it had nothing.
+			expect(row).toMatchObject({ status: "provisioning", uuid: null, serial: null, manufacturer: null, product: null, arch: null, firmware: null, lastSeen: expect.any(String) });
 			const kickstart = await machineGet(`/boot/${mac}/kickstart`);
 			expect(await kickstart.text()).toContain("network --hostname=known.lan.example");
-			for (const bad of ["/boot?mac=zz", `/boot?mac=${mac}&arch=x86;64`, `/boot?mac=${mac}&serial=%24(reboot)`, `/boot?mac=${mac}&colour=blue`]) {
+			for (const bad of ["/boot?mac=zz", "/boot?mac=", `/boot?mac=${mac}&arch=x86;64`, `/boot?mac=${mac}&colour=blue`]) {
 				const refused = await machineGet(bad);
 				expect({ bad, status: refused.status }).toEqual({ bad, status: 422 });
 			}
+			expect(fieldsOf(await (await machineGet("/boot?mac=")).json())).toEqual(["mac"]);
 			// Without a MAC: the chain line itself, for an embedded script or a mainscript to chain.
 			const chain = await (await machineGet("/boot")).text();
 			expect(chain).toBe(`#!ipxe\nchain ${provisioner.baseUrl}/api/boot?mac=\${net0/mac}&uuid=\${uuid}&serial=\${serial:uristring}&manufacturer=\${manufacturer:uristring}&product=\${product:uristring}&arch=\${buildarch}&platform=\${platform}\n`);
@@ -322,16 +330,17 @@ describe.each(DATABASES)("machines on %s", (database) => {
 
 		it("records an unknown MAC as discovered, with what iPXE told, and answers the default (local disk)", async () => {
 			const mac = nextMac();
-			const answer = await machineGet(`/boot?mac=${mac.toUpperCase()}&uuid=2f1b8a8e-5c1e-4d7e-9a4b-0c7d2e3f4a5b&serial=VM-0042&manufacturer=QEMU&product=Standard%20PC&arch=x86_64&platform=pcbios`);
+			const answer = await machineGet(`/boot?mac=${mac.toUpperCase()}&uuid=2f1b8a8e-5c1e-4d7e-9a4b-0c7d2e3f4a5b&serial=VM-0042&manufacturer=QEMU&product=Standard%20PC%20%24(reboot)%3B%23&arch=x86_64&platform=pcbios`);
 			expect(answer.status).toBe(200);
 			const script = await answer.text();
 			expect(script).toMatch(/^#!ipxe\n/);
 			expect(script).toMatch(/\nexit\n$/);
 			const [found] = (await (await provisioner.api(`/machines?mac=${mac}`)).json()).rows;
-			expect(found).toMatchObject({ status: "discovered", macs: [mac], uuid: "2f1b8a8e-5c1e-4d7e-9a4b-0c7d2e3f4a5b", serial: "VM-0042", manufacturer: "QEMU", product: "Standard PC", arch: "x86_64", firmware: "bios", lastSeen: expect.any(String) });
-			// Booting again keeps one row; a discovered machine gets the default until it is adopted.
-			expect(await (await machineGet(`/boot?mac=${mac}&platform=efi`)).text()).toMatch(/exit\n$/);
+			expect(found).toMatchObject({ status: "discovered", macs: [mac], uuid: "2f1b8a8e-5c1e-4d7e-9a4b-0c7d2e3f4a5b", serial: "VM-0042", manufacturer: "QEMU", product: "Standard_PC___reboot___", arch: "x86_64", firmware: "bios", lastSeen: expect.any(String) });
+			// Booting again keeps one row and refreshes what it reports, reduced the same way; it gets the default until it is adopted.
+			expect(await (await machineGet(`/boot?mac=${mac}&platform=efi&serial=${"9".repeat(100)}%0Aid`)).text()).toMatch(/exit\n$/);
 			expect((await (await provisioner.api(`/machines?mac=${mac}`)).json()).total).toBe(1);
+			expect(await (await provisioner.api(`/machines/${found.id}`)).json()).toMatchObject({ serial: "9".repeat(64), firmware: "uefi" });
 			expect((await (await provisioner.api(`/machines/${found.id}/plan`)).json()).why).toMatch(/not adopted/);
 		});
 
@@ -360,6 +369,12 @@ describe.each(DATABASES)("machines on %s", (database) => {
 			const target = await machine({ artifactId: SITE, labels: { role: `reg-${database}` } });
 			expect((await post("/selectors", { name: `reg-${database}`, profileId: registering.id, labels: { role: `reg-${database}` } })).status).toBe(201);
 			const mac = target.macs[0];
+			// No token outside provisioning: 409, a script saying why.
+			const early = await machineGet(`/boot/${mac}/postboot`);
+			expect(early.status).toBe(409);
+			expect(await early.text()).toMatch(/not provisioning/);
+			// Its iPXE script begins provisioning (with a deadline); then its post-boot script carries a token.
+			expect((await machineGet(`/boot?mac=${mac}`)).status).toBe(200);
 			const script = await (await machineGet(`/boot/${mac}/postboot`)).text();
 			const token = /machineToken=(cpm_[A-Za-z0-9_-]+)/.exec(script)?.[1];
 			expect(token).toBeDefined();
@@ -372,20 +387,36 @@ describe.each(DATABASES)("machines on %s", (database) => {
 			expect(wrong.status).toBe(401);
 			expect(fieldsOf(wrong.body)).toEqual(["machineToken"]);
 			expect((await (await provisioner.api(`/localnodes?search=${ip}&searchFields=ip`)).json()).total).toBe(0);
+			// Another site than the machine's: 409 naming artifactId; a registration its own checks refuse (a loopback address):
+			// neither writes a node nor uses the token up.
+			const elsewhere = await json(await register(`ip=${ip}&artifactId=other.example&machineToken=${token}`));
+			expect(elsewhere.status).toBe(409);
+			expect(fieldsOf(elsewhere.body)).toEqual(["artifactId"]);
+			const loopback = await register(`ip=127.0.0.9&artifactId=${SITE}&machineToken=${token}`);
+			expect(loopback.status).toBe(422);
+			expect((await (await provisioner.api(`/machines/${target.id}`)).json()).status).toBe("provisioning");
 			const registered = await json(await register(`ip=${ip}&artifactId=${SITE}&mac=${mac}&machineToken=${token}`));
 			expect(registered.status).toBe(201);
 			expect(await (await provisioner.api(`/machines/${target.id}`)).json()).toMatchObject({ status: "ready", localnodeId: registered.body.id });
 			const replayed = await json(await register(`ip=${ip}&artifactId=${SITE}&machineToken=${token}`));
 			expect(replayed.status).toBe(401);
 			expect(fieldsOf(replayed.body)).toEqual(["machineToken"]);
-			// A new render makes a new token; the old one stays dead.
-			const again = /machineToken=(cpm_[A-Za-z0-9_-]+)/.exec(await (await machineGet(`/boot/${mac}/postboot`)).text())?.[1];
-			expect(again).not.toBe(token);
-			// The seed's anonymous registration (no token) still works; with a MAC it links a machine not yet linked.
+			// Ready now: its post-boot script makes no token.
+			const after = await machineGet(`/boot/${mac}/postboot`);
+			expect(after.status).toBe(409);
+			expect(await after.text()).not.toMatch(/cpm_/);
+			// The seed's anonymous registration (no token) still works; with a MAC it links a machine not yet linked,
+			// but a MAC is no proof: the machine's status stays (ready comes only with the token), and a discovered one is not linked.
 			const loner = await machine({});
 			const anonymous = await json(await register(`ip=${ip.replace(/\d+$/, "9")}&artifactId=${SITE}&pingable=true&mac=${loner.macs[0]}`));
 			expect(anonymous.status).toBe(201);
-			expect(await (await provisioner.api(`/machines/${loner.id}`)).json()).toMatchObject({ status: "ready", localnodeId: anonymous.body.id });
+			expect(await (await provisioner.api(`/machines/${loner.id}`)).json()).toMatchObject({ status: "unknown", localnodeId: anonymous.body.id });
+			const strangerMac = nextMac();
+			await machineGet(`/boot?mac=${strangerMac}`);
+			const [stranger] = (await (await provisioner.api(`/machines?mac=${strangerMac}`)).json()).rows;
+			expect(stranger).toMatchObject({ status: "discovered" });
+			expect((await register(`ip=${ip.replace(/\d+$/, "11")}&artifactId=${SITE}&mac=${strangerMac}`)).status).toBe(201);
+			expect(await (await provisioner.api(`/machines/${stranger.id}`)).json()).toMatchObject({ status: "discovered", localnodeId: null });
 			// A MAC is no proof: it does not move a machine already linked to another node.
 			const hijack = await json(await register(`ip=${ip.replace(/\d+$/, "10")}&artifactId=${SITE}&mac=${mac}`));
 			expect(hijack.status).toBe(201);
@@ -394,10 +425,19 @@ describe.each(DATABASES)("machines on %s", (database) => {
 	});
 });
 
-describe("machines: registration only with a machine's token (ANONYMOUS_REGISTRATION=false)", () => {
+describe.each(DATABASES)("machines on %s: registration only with a machine's token (ANONYMOUS_REGISTRATION=false), discovery capped, a short provisioning timeout", (database) => {
 	let provisioner: TestProvisioner;
+	const api = (path: string, method = "GET", body?: unknown) => provisioner.api(path, { method, json: body });
+	const machineGet = (path: string) => fetch(`${provisioner.baseUrl}/api${path}`);
+	const statusOf = async (id: number) => (await (await api(`/machines/${id}`)).json()) as { status: string; statusReason: string | null };
+	const created = async (fields: Record<string, unknown> = {}) => {
+		const mac = nextMac();
+		const res = await api("/machines", "POST", { name: `t-${database}-${mac.replace(/:/g, "")}`, macs: [mac], ...fields });
+		expect(res.status).toBe(201);
+		return (await res.json()) as { id: number; macs: string[] };
+	};
 	beforeAll(async () => {
-		provisioner = await startTestProvisioner({ services: SERVICES, env: { ANONYMOUS_REGISTRATION: "false", MACHINES_UNKNOWN_BOOT: "none" } });
+		provisioner = await startTestProvisioner({ database, services: SERVICES, env: { ANONYMOUS_REGISTRATION: "false", MACHINES_UNKNOWN_BOOT: "none", MACHINES_DISCOVERED_MAX: "1", MACHINES_PROVISION_TIMEOUT: "2" } });
 	});
 	afterAll(() => provisioner?.stop());
 
@@ -408,5 +448,48 @@ describe("machines: registration only with a machine's token (ANONYMOUS_REGISTRA
 		expect((await provisioner.api("/localnodes", { method: "POST", json: { ip: "10.67.0.2", artifactId: SITE } })).status).toBe(201);
 		const unknown = await (await fetch(`${provisioner.baseUrl}/api/boot?mac=52:54:00:bb:00:01`)).text();
 		expect(unknown).toMatch(/nothing to boot\nsleep 10\nexit 1\n$/);
+	});
+
+	it("records at most MACHINES_DISCOVERED_MAX discovered machines; beyond it unknown MACs get the default answer, unrecorded", async () => {
+		const discovered = async () => (await (await api("/machines?status=discovered&pageSize=1")).json()).total as number;
+		await machineGet(`/boot?mac=${nextMac()}`);
+		expect(await discovered()).toBe(1);
+		const beyond = await machineGet(`/boot?mac=${nextMac()}`);
+		expect(beyond.status).toBe(200);
+		expect(await beyond.text()).toMatch(/nothing to boot\nsleep 10\nexit 1\n$/);
+		expect(await discovered()).toBe(1);
+	});
+
+	it("writes a boot's status only over the status it read, gives a machine set to provisioning a deadline, and fails one without", async () => {
+		const machine = await created({ status: "ready" });
+		const service = provisioner.broker.getLocalService("machines") as unknown as { machine(id: number): Promise<{ status: string }>; provisioning: { stepSeen(row: object, step: string, begins: boolean): Promise<void> } };
+		// A boot request read it while provisioning; a registration made it ready meanwhile: the boot's step does not put it back.
+		const byHand = await created();
+		expect((await api(`/machines/${byHand.id}`, "PUT", { status: "provisioning" })).status).toBe(200);
+		expect(await (await api(`/machines/${byHand.id}`)).json()).toMatchObject({ status: "provisioning", provisionDeadline: expect.any(String) });
+		const stale = { ...(await service.machine(machine.id)), status: "provisioning" };
+		await service.provisioning.stepSeen(stale, "fetched its iPXE script (stale)", true);
+		expect((await statusOf(machine.id)).status).toBe("ready");
+		// Provisioning with no deadline (what such a race used to leave) would never end: the sweep fails it.
+		const model = (provisioner.broker.getLocalService("machines") as unknown as { adapter: { model: { update(values: object, options: object): Promise<unknown> } } }).adapter.model;
+		await model.update({ status: "provisioning", provisionDeadline: null }, { where: { id: machine.id } });
+		const failed = await eventually(async () => {
+			const row = await statusOf(machine.id);
+			return row.status === "failed" ? row : undefined;
+		}, 15_000, "the sweep failing the machine with no deadline");
+		expect(failed.statusReason).toMatch(/no deadline/);
+	});
+
+	it("takes a registration token only until the provisioning deadline", async () => {
+		const profile = await api("/profiles", "POST", { name: `late-${database}`, ipxeScript: "#!ipxe\nexit", postbootScript: "#!/bin/sh\n# {{registrationToken}}" });
+		const machine = await created({ artifactId: SITE, profileId: (await profile.json()).id });
+		const mac = machine.macs[0]!;
+		expect((await machineGet(`/boot?mac=${mac}`)).status).toBe(200);
+		const token = /(cpm_[A-Za-z0-9_-]+)/.exec(await (await machineGet(`/boot/${mac}/postboot`)).text())?.[1];
+		expect(token).toBeDefined();
+		await eventually(async () => ((await statusOf(machine.id)).status === "failed" ? true : undefined), 15_000, "the deadline passing");
+		const late = await fetch(`${provisioner.baseUrl}/api/localnodes?ip=10.67.0.${database === "sqlite" ? 3 : 4}&artifactId=${SITE}&machineToken=${token}`, { method: "POST" });
+		expect(late.status).toBe(401);
+		expect((await statusOf(machine.id)).status).toBe("failed");
 	});
 });

@@ -9,6 +9,7 @@ import { DATABASES, startTestProvisioner, type TestProvisioner } from "@clusterp
 import { describeIf, missingProgram } from "@clusterplatform/test-kit/requirements";
 import { startNats, type TestServer } from "@clusterplatform/test-kit/servers";
 import { MachinesService } from "../src";
+import { macSequence } from "./macs";
 
 /**
  * Power and provisioning through a real BMC: OpenIPMI's ipmi_sim on 127.0.0.1 holding a QEMU
@@ -28,11 +29,7 @@ interface Problem {
 	message: string;
 }
 
-let counter = 0;
-function nextMac(): string {
-	counter++;
-	return `52:54:00:bb:${(counter >> 8).toString(16).padStart(2, "0")}:${(counter & 255).toString(16).padStart(2, "0")}`;
-}
+const nextMac = macSequence("cc");
 
 describeIf(missingProgram(["ipmi_sim", "ipmitool", "qemu-system-x86_64", "nats-server"]), "power and provisioning through the site's distributor", () => {
 	let nats: TestServer;

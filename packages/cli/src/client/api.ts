@@ -57,8 +57,8 @@ function problemsOf(body: ApiErrorBody): { field: string; message: string }[] {
 
 /** Why fetch failed, from its cause chain (ECONNREFUSED, ENOTFOUND, …). */
 function networkReason(err: unknown): string {
-	let cause: any = err;
-	while (cause?.cause) cause = cause.cause;
+	let cause = err as { cause?: unknown; code?: string; message?: string } | undefined;
+	while (cause?.cause) cause = cause.cause as typeof cause;
 	return cause?.code ? `${cause.code}${cause.message ? ` (${cause.message})` : ""}` : String(cause?.message ?? err);
 }
 

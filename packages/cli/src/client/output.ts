@@ -69,13 +69,14 @@ function printValue(field: string, row: unknown): void {
 }
 
 /** A moleculer-db page {rows, total, page, pageSize, totalPages}, or a plain array. */
-export function printList(out: Output, answer: any): void {
+export function printList(out: Output, answer: unknown): void {
 	if (out.json) return printJson(answer);
-	const rows: Record<string, unknown>[] = Array.isArray(answer) ? answer : Array.isArray(answer?.rows) ? answer.rows : null;
+	const page = answer as { rows?: unknown; total?: unknown; page?: number; totalPages?: number } | null;
+	const rows = (Array.isArray(answer) ? answer : Array.isArray(page?.rows) ? page.rows : null) as Record<string, unknown>[] | null;
 	if (!rows) return printRow(out, answer);
 	if (out.quiet) return void process.stdout.write(rows.map((r) => `${r.id}\n`).join(""));
 	process.stdout.write(`${table(rows)}\n`);
-	if (!Array.isArray(answer) && typeof answer.total === "number" && answer.total > rows.length) {
-		process.stdout.write(`(${rows.length} of ${answer.total}; page ${answer.page} of ${answer.totalPages}: --page N --pageSize N)\n`);
+	if (!Array.isArray(answer) && typeof page?.total === "number" && page.total > rows.length) {
+		process.stdout.write(`(${rows.length} of ${page.total}; page ${page.page} of ${page.totalPages}: --page N --pageSize N)\n`);
 	}
 }

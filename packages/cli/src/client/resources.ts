@@ -33,13 +33,19 @@ export interface Resource {
 /** Gateway endpoints that are not resources. */
 const NOT_RESOURCES = new Set(["artifacts", "health", "openapi.json", "metrics"]);
 
-function operationOf(op: any): Operation {
+/** The parts of an OpenAPI operation object the CLI reads: its JSON body's schema and its query parameters. */
+interface OpenApiOperation {
+	requestBody?: { content?: { "application/json"?: { schema?: { properties?: Record<string, FieldSchema>; required?: unknown } } } };
+	parameters?: { in: string; name: string; required?: boolean; schema?: FieldSchema }[];
+}
+
+function operationOf(op: OpenApiOperation | undefined): Operation {
 	const fields: Record<string, FieldSchema> = {};
 	let required: string[] = [];
 	const body = op?.requestBody?.content?.["application/json"]?.schema;
 	if (body?.properties) {
 		Object.assign(fields, body.properties);
-		required = Array.isArray(body.required) ? body.required : [];
+		required = Array.isArray(body.required) ? (body.required as string[]) : [];
 	}
 	for (const parameter of op?.parameters ?? []) {
 		if (parameter.in !== "query") continue;
@@ -54,7 +60,7 @@ function operationOf(op: any): Operation {
  * from the live route table and each action's validation rules, so the CLI knows every resource
  * (including ones newer than itself) and the type of every field without a table of its own.
  */
-export function resourcesOf(document: { paths?: Record<string, Record<string, unknown>> }): Map<string, Resource> {
+export function resourcesOf(document: { paths?: Record<string, Record<string, OpenApiOperation>> }): Map<string, Resource> {
 	const resources = new Map<string, Resource>();
 	for (const [path, methods] of Object.entries(document.paths ?? {})) {
 		const match = /^\/api\/([^/{}]+)(\/\{id\})?(?:\/([^/{}]+))?$/.exec(path);
@@ -62,7 +68,7 @@ export function resourcesOf(document: { paths?: Record<string, Record<string, un
 		const [, name, byId, sub] = match as unknown as [string, string, string | undefined, string | undefined];
 		const resource = resources.get(name) ?? { name, actions: {} };
 		resources.set(name, resource);
-		const m = methods as Record<string, unknown>;
+		const m = methods;
 		if (sub !== undefined) {
 			if (byId) resource.actions[sub] = Object.fromEntries(Object.entries(m).map(([method, op]) => [method, operationOf(op)]));
 			continue;

@@ -53,7 +53,7 @@ export class RedfishHttp {
 		try {
 			url = new URL(reference, new URL(base, this.origin));
 		} catch {
-			throw new BmcError(this.label, "unexpected", `not a URL: ${reference.slice(0, 200)}`);
+			throw new BmcError(this.label, "unexpected", `not a URL: ${reference.slice(0, 100).replace(/[\u0000-\u001f\u007f]/g, " ")}`);
 		}
 		if (url.origin !== this.origin) throw new BmcError(this.label, "unexpected", `pointed to another host (${url.origin}); refused`);
 		return url.pathname + url.search;

@@ -67,13 +67,13 @@ export class RedfishBmc implements Bmc {
 			for (let attempt = 1; ; attempt++) {
 				const system = await this.system(session);
 				if (system.bootTargets && !system.bootTargets.includes(target)) {
-					throw new BmcError(this.label, "boot-device-refused", `${target} is not among its boot targets (${system.bootTargets.join(", ")})`, { device });
+					throw new BmcError(this.label, "boot-device-refused", `${target} is not among its boot targets (${bmcText(system.bootTargets.join(", "))})`, { device });
 				}
 				const ifMatch: Record<string, string> = system.etag ? { "if-match": system.etag } : {};
 				const response = await session.http.request({ method: "PATCH", path: system.path, body: patch, headers: { ...session.headers, ...ifMatch } });
 				if (response.status === 412 && attempt < 2) continue;
 				if (response.status === 400) throw new BmcError(this.label, "boot-device-refused", `${target}: ${redfishMessage(response)}`, { device });
-				this.expectSuccess(response, `PATCH ${system.path}`);
+				this.expectSuccess(response, `PATCH ${bmcText(system.path)}`);
 				return;
 			}
 		});
@@ -87,7 +87,8 @@ export class RedfishBmc implements Bmc {
 		const sessionsPath = http.pathOnBmc(odataId(root.body, ["Links", "Sessions"]) ?? "/redfish/v1/SessionService/Sessions", root.path);
 		const systemsPath = http.pathOnBmc(odataId(root.body, ["Systems"]) ?? "/redfish/v1/Systems", root.path);
 		const login = await http.request({ method: "POST", path: sessionsPath, body: { UserName: this.fields.user, Password: this.fields.password } });
-		this.expectSuccess(login, `POST ${sessionsPath}`);
+		// Only the status: some BMCs quote the refused property, the password, in their message.
+		this.expectSuccess(login, `POST ${bmcText(sessionsPath)}`, false);
 		const token = headerValue(login.headers["x-auth-token"]);
 		if (!token) throw new BmcError(this.label, "unexpected", "the session login answered no X-Auth-Token");
 		const headers = { "x-auth-token": token };
@@ -111,24 +112,24 @@ export class RedfishBmc implements Bmc {
 
 	private async system(session: Session): Promise<ComputerSystem> {
 		const collection = await session.http.request({ method: "GET", path: session.systemsPath, headers: session.headers });
-		this.expectSuccess(collection, `GET ${session.systemsPath}`);
+		this.expectSuccess(collection, `GET ${bmcText(session.systemsPath)}`);
 		const members = Array.isArray(collection.body?.Members) ? (collection.body.Members as unknown[]) : [];
-		if (members.length !== 1) throw new BmcError(this.label, "unexpected", `${session.systemsPath} lists ${members.length} systems; one is expected`);
+		if (members.length !== 1) throw new BmcError(this.label, "unexpected", `${bmcText(session.systemsPath)} lists ${members.length} systems; one is expected`);
 		const memberId = odataId(members[0], []);
-		if (!memberId) throw new BmcError(this.label, "unexpected", `${session.systemsPath}: a member without @odata.id`);
+		if (!memberId) throw new BmcError(this.label, "unexpected", `${bmcText(session.systemsPath)}: a member without @odata.id`);
 		const path = session.http.pathOnBmc(memberId, collection.path);
 		const response = await session.http.request({ method: "GET", path, headers: session.headers });
-		this.expectSuccess(response, `GET ${path}`);
+		this.expectSuccess(response, `GET ${bmcText(path)}`);
 		return this.parseSystem(response, session.http);
 	}
 
 	private parseSystem(response: RedfishResponse, http: RedfishHttp): ComputerSystem {
 		const body = response.body ?? {};
 		const powerState = POWER_STATE[String(body.PowerState)];
-		if (!powerState) throw new BmcError(this.label, "unexpected", `unknown PowerState ${JSON.stringify(body.PowerState)}`);
+		if (!powerState) throw new BmcError(this.label, "unexpected", `unknown PowerState ${bmcText(JSON.stringify(body.PowerState) ?? "undefined")}`);
 		const reset = objectAt(body, ["Actions", "#ComputerSystem.Reset"]);
 		const resetTarget = typeof reset?.target === "string" ? reset.target : undefined;
-		if (!resetTarget) throw new BmcError(this.label, "unexpected", `${response.path} offers no #ComputerSystem.Reset action`);
+		if (!resetTarget) throw new BmcError(this.label, "unexpected", `${bmcText(response.path)} offers no #ComputerSystem.Reset action`);
 		const boot = objectAt(body, ["Boot"]);
 		return {
 			path: response.path,
@@ -145,16 +146,17 @@ export class RedfishBmc implements Bmc {
 		// A BMC that lists no AllowableValues accepts the schema's values; the first preference is one.
 		const resetType = system.resetTypes ? preferred.find((type) => system.resetTypes!.includes(type)) : preferred[0];
 		if (!resetType) {
-			throw new BmcError(this.label, "unexpected", `offers no ResetType for ${action} (it offers ${system.resetTypes!.join(", ") || "none"})`);
+			throw new BmcError(this.label, "unexpected", `offers no ResetType for ${action} (it offers ${bmcText(system.resetTypes!.join(", ")) || "none"})`);
 		}
 		const response = await session.http.request({ method: "POST", path: system.resetTarget, body: { ResetType: resetType }, headers: session.headers });
-		this.expectSuccess(response, `${resetType} (POST ${system.resetTarget})`);
+		this.expectSuccess(response, `${resetType} (POST ${bmcText(system.resetTarget)})`);
 	}
 
-	private expectSuccess(response: RedfishResponse, what: string): void {
+	/** Throws unless 2xx; `withMessage` false keeps the BMC's own words out (the login's). */
+	private expectSuccess(response: RedfishResponse, what: string, withMessage = true): void {
 		if (response.status >= 200 && response.status < 300) return;
 		if (response.status === 401 || response.status === 403) throw new BmcError(this.label, "auth", `${what}: HTTP ${response.status}`);
-		throw new BmcError(this.label, "unexpected", `${what}: HTTP ${response.status}${response.body ? ` ${redfishMessage(response)}` : ""}`);
+		throw new BmcError(this.label, "unexpected", `${what}: HTTP ${response.status}${response.body && withMessage ? ` ${redfishMessage(response)}` : ""}`);
 	}
 }
 
@@ -186,5 +188,14 @@ function redfishMessage(response: RedfishResponse): string {
 	const extended = Array.isArray(error?.["@Message.ExtendedInfo"]) ? (error["@Message.ExtendedInfo"] as unknown[]) : [];
 	const first = objectAt(extended, ["0"]);
 	const message = first?.Message ?? error?.message ?? `HTTP ${response.status}`;
-	return String(message).slice(0, 300);
+	return bmcText(String(message));
+}
+
+/** The most of any BMC-given text an error carries: errors reach API bodies, logs and statusReason. */
+export const BMC_TEXT_MAX = 100;
+
+/** Text a BMC chose (messages, paths, values), as an error may carry it: no control characters, at most BMC_TEXT_MAX. */
+export function bmcText(text: string): string {
+	const clean = text.replace(/[\u0000-\u001f\u007f]/g, " ");
+	return clean.length > BMC_TEXT_MAX ? `${clean.slice(0, BMC_TEXT_MAX)}…` : clean;
 }
